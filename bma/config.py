@@ -1,0 +1,362 @@
+"""One frozen trial configuration: every knob of a trial, each default in exactly one place.
+
+A trial is rebuilt from its flat record (``TrialConfig.from_flat(run.params)``), so every field here is
+logged to MLflow by the study engine. Flat names are dotted paths (``model.memory_slots``); a study spec's
+grid may use the short names in ``SHORT_NAMES``.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from dataclasses import dataclass, fields, is_dataclass
+from typing import Any
+
+IMAGE_SOURCES = ("mnist", "cifar10", "imagefolder", "manifest")
+SOUND_SOURCES = ("fsdd", "esc50", "soundfolder", "manifest")
+VARIANTS = ("unimodal", "paired_only", "bma")
+ADDRESSINGS = ("softmax", "sparsemax", "entmax15", "topk")
+ENCODER_OBJECTIVES = ("supervised", "contrastive", "none")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Where one modality's data comes from."""
+
+    source: str
+    root: str | None = None  # None: the mirror ($BMA_DATA_MIRROR or ../shared/data), else download
+    test_fold: int = 5  # ESC-50 only: the official fold held out as the test split (1..5)
+    download: bool = True  # allowed to fetch from the official source when nothing local is found
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    image: SourceConfig = SourceConfig("mnist")
+    sound: SourceConfig = SourceConfig("fsdd")
+    classmap: str | None = None  # CSV image_class,sound_class; None = classes with the same name
+    cache_dir: str | None = None  # None: $BMA_CACHE_DIR, else ~/.cache/bma-study
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Input features, computed once per data identity and cached (see bma.data.features)."""
+
+    sample_rate: int = 8000  # FSDD is 8 kHz; other sound sources are resampled to this
+    clip_seconds: float = 1.0  # pad/crop; FSDD clips are 0.14-2.28 s, mean 0.44 s
+    n_mels: int = 40
+    n_fft: int = 256  # 32 ms at 8 kHz
+    hop_length: int = 64  # 8 ms at 8 kHz -> 126 frames per second
+    image_size: int | None = None  # None: native size (28 for MNIST, 32 for CIFAR-10); else resized square
+    sound_snr_db: float | None = None  # noise scenario: white noise added at this SNR to train and test clips
+
+
+@dataclass(frozen=True)
+class RegimeConfig:
+    """The data regime: how many samples, how many of them paired, which draw."""
+
+    pairing_ratio: float = 0.1  # fraction of the train_size samples per modality that come as pairs, (0, 1]
+    train_size: int = 2000  # samples per modality used for training (paired + unpaired)
+    val_per_class: int = 20  # per modality and class, carved from train before anything else, fixed per seed
+    seed: int = 0
+    expand_sounds: bool = False  # allow train_size above the sound pool by reusing clips with augmentation
+    image_noise_std: float = 0.0  # noise scenario: Gaussian noise (in normalised units) on train and test images
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    variant: str = "bma"  # unimodal (no memory) | paired_only (no L_unpair) | bma
+    image_encoder: str = "cnn"  # cnn | resnet18
+    sound_encoder: str = "cnn"
+    feature_dim: int = 128  # dimension of f_v, f_s and of each memory slot
+    projection_dim: int = 64  # dimension of Z_v, Z_s for the paired contrastive loss
+    memory_slots: int = 64  # n
+    tau_m: float = 0.1  # addressing temperature; cosine similarities lie in [-1, 1]
+    tau_m_final: float | None = None  # if set, tau_m is annealed geometrically to this over training
+    addressing: str = "softmax"  # softmax | sparsemax | entmax15 | topk
+    top_k: int = 8  # used by addressing=topk only
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    tau_l: float = 0.07  # InfoNCE temperature of L_pair (CLIP's initial value)
+    w_pair: float = 1.0
+    w_address: float = 1.0  # symmetric KL between w_v and w_s on pairs
+    w_recall: float = 1.0  # recalled partner feature close to the partner's own feature (cosine)
+    w_unpair: float = 1.0  # cycle S -> I_pseudo -> S' and its image mirror
+    w_encoder: float = 1.0
+    encoder_objective: str = "supervised"  # supervised | contrastive (label-free, augmentations) | none
+    tau_encoder: float = 0.2  # temperature of the label-free contrastive encoder objective
+    w_slot_decorrelation: float = 0.0  # improvement switch: penalise off-diagonal slot cosine similarity
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    eval_every: int = 1  # epochs between probe/retrieval evaluations (the last epoch is always evaluated)
+    info_every: int = 1  # epochs between information-theoretic probes; 0 disables them
+    info_samples: int = 1000  # held-out samples per modality the information probes see
+    info_estimators: tuple[str, ...] = ("gaussian", "ksg")  # cheap defaults; add infonce/nwj/mine/smile on request
+    probe_max_iter: int = 200  # L-BFGS iterations of the linear probes
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    data: DataConfig = DataConfig()
+    features: FeatureConfig = FeatureConfig()
+    regime: RegimeConfig = RegimeConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    eval: EvalConfig = EvalConfig()
+    device: str = "auto"  # auto: CUDA when available, else CPU
+    amp: bool = False  # bf16 autocast on CUDA
+
+    def __post_init__(self) -> None:
+        problems = validate(self)
+        if problems:
+            raise ConfigError(problems)
+
+    # -- flat form: what MLflow and Ray Tune see -------------------------------------------------------------
+    def to_flat(self) -> dict[str, Any]:
+        return _flatten(self)
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any]) -> "TrialConfig":
+        """Build from dotted keys (or SHORT_NAMES); values may be strings as MLflow stores them."""
+        nested: dict[str, Any] = {}
+        unknown = []
+        for key, value in flat.items():
+            path = SHORT_NAMES.get(key, key)
+            if path not in FLAT_TYPES:
+                unknown.append(key)
+                continue
+            node = nested
+            parts = path.split(".")
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = _coerce(value, FLAT_TYPES[path], path)
+        if unknown:
+            raise ConfigError([f"{k}: unknown setting" for k in sorted(unknown)])
+        return _build(cls, nested)
+
+    def with_updates(self, **flat: Any) -> "TrialConfig":
+        merged = self.to_flat()
+        merged.update({SHORT_NAMES.get(k, k): v for k, v in flat.items()})
+        return TrialConfig.from_flat(merged)
+
+
+class ConfigError(ValueError):
+    """A trial configuration that cannot run; ``problems`` lists each as 'path: what was expected'."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("invalid trial configuration:\n  " + "\n  ".join(self.problems))
+
+
+# Short names a study grid uses; the dotted path is what MLflow records.
+SHORT_NAMES: dict[str, str] = {
+    "pairing_ratio": "regime.pairing_ratio",
+    "train_size": "regime.train_size",
+    "seed": "regime.seed",
+    "memory_slots": "model.memory_slots",
+    "tau_m": "model.tau_m",
+    "tau_l": "loss.tau_l",
+    "variant": "model.variant",
+    "addressing": "model.addressing",
+    "sound_snr_db": "features.sound_snr_db",
+    "image_noise_std": "regime.image_noise_std",
+    "epochs": "optim.epochs",
+    "batch_size": "optim.batch_size",
+    "lr": "optim.lr",
+    "encoder_objective": "loss.encoder_objective",
+}
+
+# The keys that identify a cell of a study (seeds are aggregated over within a cell).
+CELL_KEYS: tuple[str, ...] = (
+    "regime.pairing_ratio",
+    "regime.train_size",
+    "model.memory_slots",
+    "model.tau_m",
+    "loss.tau_l",
+    "model.variant",
+)
+
+
+def validate(cfg: TrialConfig) -> list[str]:
+    """Every problem of a config as 'dotted.path: expected ...'; empty when it can run."""
+    p: list[str] = []
+    d, r, m, lo, o, f, e = cfg.data, cfg.regime, cfg.model, cfg.loss, cfg.optim, cfg.features, cfg.eval
+    if d.image.source not in IMAGE_SOURCES:
+        p.append(f"data.image.source: expected one of {IMAGE_SOURCES}, got {d.image.source!r}")
+    if d.sound.source not in SOUND_SOURCES:
+        p.append(f"data.sound.source: expected one of {SOUND_SOURCES}, got {d.sound.source!r}")
+    for side in ("image", "sound"):
+        if not 1 <= getattr(d, side).test_fold <= 5:
+            p.append(f"data.{side}.test_fold: expected 1..5, got {getattr(d, side).test_fold}")
+    if not 0.0 < r.pairing_ratio <= 1.0:
+        p.append(f"regime.pairing_ratio: expected a value in (0, 1], got {r.pairing_ratio}")
+    if r.train_size < 1:
+        p.append(f"regime.train_size: expected a positive number of samples per modality, got {r.train_size}")
+    if r.val_per_class < 1:
+        p.append(f"regime.val_per_class: expected >= 1, got {r.val_per_class}")
+    if r.image_noise_std < 0:
+        p.append(f"regime.image_noise_std: expected >= 0, got {r.image_noise_std}")
+    if m.variant not in VARIANTS:
+        p.append(f"model.variant: expected one of {VARIANTS}, got {m.variant!r}")
+    if m.image_encoder not in ("cnn", "resnet18"):
+        p.append(f"model.image_encoder: expected cnn or resnet18, got {m.image_encoder!r}")
+    if m.sound_encoder not in ("cnn",):
+        p.append(f"model.sound_encoder: expected cnn, got {m.sound_encoder!r}")
+    if m.memory_slots < 1:
+        p.append(f"model.memory_slots: expected >= 1, got {m.memory_slots}")
+    if m.feature_dim < 2 or m.projection_dim < 2:
+        p.append("model.feature_dim/projection_dim: expected >= 2")
+    if m.tau_m <= 0:
+        p.append(f"model.tau_m: expected > 0, got {m.tau_m}")
+    if m.tau_m_final is not None and m.tau_m_final <= 0:
+        p.append(f"model.tau_m_final: expected > 0 or null, got {m.tau_m_final}")
+    if m.addressing not in ADDRESSINGS:
+        p.append(f"model.addressing: expected one of {ADDRESSINGS}, got {m.addressing!r}")
+    if m.addressing == "topk" and not 1 <= m.top_k <= m.memory_slots:
+        p.append(f"model.top_k: expected 1..memory_slots ({m.memory_slots}), got {m.top_k}")
+    if lo.tau_l <= 0:
+        p.append(f"loss.tau_l: expected > 0, got {lo.tau_l}")
+    if lo.tau_encoder <= 0:
+        p.append(f"loss.tau_encoder: expected > 0, got {lo.tau_encoder}")
+    if lo.encoder_objective not in ENCODER_OBJECTIVES:
+        p.append(f"loss.encoder_objective: expected one of {ENCODER_OBJECTIVES}, got {lo.encoder_objective!r}")
+    for name in ("w_pair", "w_address", "w_recall", "w_unpair", "w_encoder", "w_slot_decorrelation"):
+        if getattr(lo, name) < 0:
+            p.append(f"loss.{name}: expected >= 0, got {getattr(lo, name)}")
+    if o.epochs < 1:
+        p.append(f"optim.epochs: expected >= 1, got {o.epochs}")
+    if o.batch_size < 2:
+        p.append(f"optim.batch_size: expected >= 2 (contrastive losses need negatives), got {o.batch_size}")
+    if o.lr <= 0:
+        p.append(f"optim.lr: expected > 0, got {o.lr}")
+    if f.sample_rate < 1000 or f.n_mels < 4 or f.n_fft < 16 or f.hop_length < 1 or f.clip_seconds <= 0:
+        p.append("features: expected sample_rate >= 1000, n_mels >= 4, n_fft >= 16, hop_length >= 1, clip_seconds > 0")
+    if e.eval_every < 1 or e.info_every < 0 or e.info_samples < 50:
+        p.append("eval: expected eval_every >= 1, info_every >= 0, info_samples >= 50")
+    if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
+        p.append(f"device: expected auto, cpu, cuda or cuda:N, got {cfg.device!r}")
+    return p
+
+
+# -- flat <-> nested ---------------------------------------------------------------------------------------------
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for fl in fields(obj):
+        value = getattr(obj, fl.name)
+        key = f"{prefix}{fl.name}"
+        if is_dataclass(value):
+            out.update(_flatten(value, key + "."))
+        else:
+            out[key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _field_types(cls: type, prefix: str = "") -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for fl in fields(cls):
+        hint = hints[fl.name]
+        if isinstance(hint, type) and is_dataclass(hint):
+            out.update(_field_types(hint, f"{prefix}{fl.name}."))
+        else:
+            out[f"{prefix}{fl.name}"] = hint
+    return out
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    """Accept native values and MLflow's string renderings ('None', 'True', '[a, b]')."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if value is None or value == "None":
+        if type(None) in args:
+            return None
+        raise ConfigError([f"{path}: expected a value, got null"])
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)][0]
+        return _coerce(value, inner, path)
+    if origin is tuple:
+        if isinstance(value, str):
+            import ast
+
+            try:
+                value = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                value = [v.strip() for v in value.strip("[]()").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError([f"{path}: expected a list, got {value!r}"])
+        return tuple(str(v) for v in value)
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() in ("true", "1", "yes"):
+                    return True
+                if value.lower() in ("false", "0", "no"):
+                    return False
+                raise ValueError
+            if not isinstance(value, (bool, int)):
+                raise ValueError
+            return bool(value)
+        if hint is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if hint is str:
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+    except (TypeError, ValueError):
+        name = getattr(hint, "__name__", str(hint))
+        raise ConfigError([f"{path}: expected {name}, got {value!r}"]) from None
+    return value
+
+
+def _build(cls: type, nested: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for fl in fields(cls):
+        if fl.name not in nested:
+            continue
+        hint = hints[fl.name]
+        if isinstance(hint, type) and is_dataclass(hint):
+            kwargs[fl.name] = _build(hint, nested[fl.name])
+        else:
+            kwargs[fl.name] = nested[fl.name]
+    return cls(**kwargs)
+
+
+FLAT_TYPES: dict[str, Any] = _field_types(TrialConfig)
+
+__all__ = [
+    "CELL_KEYS",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "FeatureConfig",
+    "FLAT_TYPES",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RegimeConfig",
+    "SHORT_NAMES",
+    "SourceConfig",
+    "TrialConfig",
+    "validate",
+]
