@@ -1,0 +1,101 @@
+"""Run one trial without Ray or MLflow.
+
+    bma-trial --set variant=bma --set pairing_ratio=0.1 --set train_size=2000 --out out/trial
+    bma-trial --config trial.yaml --out out/trial            # YAML: nested sections or dotted keys
+    bma-trial --config trial.yaml --out out/trial --resume   # continue from out/trial/trial_state.pt
+
+Prints one line per epoch, writes the checkpoint after every epoch and ``metrics.json`` (history and final) at the
+end. Exit codes: 0 done, 2 bad configuration or data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from bma.config import ConfigError, TrialConfig
+from bma.data.errors import DataError
+from bma.data.regimes import RegimeError
+
+
+def flatten_mapping(mapping: dict, prefix: str = "") -> dict:
+    """{'model': {'tau_m': 0.1}} -> {'model.tau_m': 0.1}; dotted keys pass through. Sources stay nested dicts."""
+    flat = {}
+    for key, value in mapping.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_mapping(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def config_from_args(config_file: str | None, overrides: list[str]) -> TrialConfig:
+    flat: dict = {}
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError([f"--config: file {path} does not exist"])
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"{path}: not valid YAML ({exc})"]) from None
+        if not isinstance(loaded, dict):
+            raise ConfigError([f"{path}: expected a mapping of settings"])
+        flat.update(flatten_mapping(loaded))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError([f"--set {item}: expected KEY=VALUE"])
+        key, value = item.split("=", 1)
+        flat[key.strip()] = yaml.safe_load(value)
+    return TrialConfig.from_flat(flat)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bma-trial", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML file of trial settings (nested sections or dotted keys)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting")
+    parser.add_argument("--out", default="out/trial", help="folder for the checkpoint and metrics.json")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    args = parser.parse_args(argv)
+
+    from bma.trainer import CHECKPOINT_FILE, fit
+
+    try:
+        cfg = config_from_args(args.config, args.set)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    resume = None
+    if args.resume:
+        if not (out / CHECKPOINT_FILE).is_file():
+            print(f"error: --resume: no checkpoint at {out / CHECKPOINT_FILE}", file=sys.stderr)
+            return 2
+        resume = out
+
+    def report(epoch: int, metrics: dict, state) -> None:
+        state.save(out)
+        shown = {k: v for k, v in metrics.items() if k.startswith(("loss/total", "acc/", "assoc/"))}
+        print(f"epoch {epoch:3d}  " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items())), flush=True)
+
+    try:
+        result = fit(cfg, report, resume_from=resume)
+    except (DataError, RegimeError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps({"config": cfg.to_flat(), "regime": result.regime_counts, "final": result.final,
+                               "history": result.history}, indent=1, default=float))
+    tmp.replace(out / "metrics.json")
+    print(json.dumps({k: round(v, 4) for k, v in result.final.items() if k.startswith(("acc/", "assoc/", "retrieval/"))}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""BMA-Memory: two encoders, two slot memories linked by their shared slot index, key-value switching.
+
+Read top to bottom: encoders, addressing, the memory, then the model that wires them. The model computes
+representations only; losses live in bma.losses and take the model's output dict as arguments.
+
+Notation (DESIGN.md): f_v = E_v(x_v), f_s = E_s(x_s); w_v = addr(f_v, M_v); f_s,mem = w_v M_s; h_v = [f_v; f_s,mem].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+from entmax import entmax15, sparsemax
+
+from bma.config import ModelConfig
+
+
+class ConvEncoder(nn.Module):
+    """Small CNN for 28x28 / 32x32 images and for log-mel spectrograms (1, n_mels, T); any input size works."""
+
+    def __init__(self, in_channels: int, out_dim: int, width: int = 16, stride: int = 1):
+        super().__init__()
+
+        def block(cin: int, cout: int, s: int = 1) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=s, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+        self.features = nn.Sequential(
+            block(in_channels, width, stride), nn.MaxPool2d(2),
+            block(width, 2 * width), nn.MaxPool2d(2),
+            block(2 * width, 4 * width),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.head = nn.Linear(4 * width, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, out_dim)
+        return self.head(self.features(x))
+
+
+def resnet18_encoder(in_channels: int, out_dim: int) -> nn.Module:
+    """torchvision ResNet-18, randomly initialised (offline machines load no weights), stem adapted to small inputs."""
+    net = torchvision.models.resnet18(weights=None, num_classes=out_dim)
+    net.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+    net.maxpool = nn.Identity()  # keep resolution on 28-32 px inputs
+    return net
+
+
+def address(f: torch.Tensor, memory: torch.Tensor, tau: float, mode: str = "softmax", top_k: int = 8) -> torch.Tensor:
+    """Address distribution over the n slots: normalise(cos(f, m_r) / tau). (B, d), (n, d) -> (B, n), rows sum to 1."""
+    logits = F.normalize(f, dim=-1) @ F.normalize(memory, dim=-1).T / tau  # (B, n)
+    if mode == "softmax":
+        return logits.softmax(dim=-1)
+    if mode == "sparsemax":
+        return sparsemax(logits, dim=-1)
+    if mode == "entmax15":
+        return entmax15(logits, dim=-1)
+    if mode == "topk":
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        return logits.masked_fill(logits < kth, float("-inf")).softmax(dim=-1)
+    raise ValueError(f"model.addressing: unknown mode {mode!r}")
+
+
+class BMAMemory(nn.Module):
+    """Image and sound encoders, projection heads for L_pair, class heads for the supervised encoder objective,
+    and the two slot memories M_v, M_s (n x d each); slot r of M_v belongs with slot r of M_s."""
+
+    def __init__(self, cfg: ModelConfig, image_channels: int, num_classes: int):
+        super().__init__()
+        self.cfg = cfg
+        d, p = cfg.feature_dim, cfg.projection_dim
+        w = cfg.encoder_width
+        self.image_encoder = ConvEncoder(image_channels, d, w) if cfg.image_encoder == "cnn" else resnet18_encoder(image_channels, d)
+        # Spectrograms (40 x 126 by default) are 6x the pixels of a digit: a strided first layer evens the cost.
+        self.sound_encoder = ConvEncoder(1, d, w, stride=2)
+        self.project_image = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, p))
+        self.project_sound = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, p))
+        self.classify_image = nn.Linear(d, num_classes)
+        self.classify_sound = nn.Linear(d, num_classes)
+        # Heads of the label-free encoder objective (SimCLR-style), kept apart from the cross-modal projections.
+        self.ssl_image = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, p))
+        self.ssl_sound = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, p))
+        self.has_memory = cfg.variant != "unimodal"
+        # Slots start small and random: cosine addressing ignores their norm, recall starts near zero.
+        self.memory_image = nn.Parameter(0.1 * torch.randn(cfg.memory_slots, d))  # M_v
+        self.memory_sound = nn.Parameter(0.1 * torch.randn(cfg.memory_slots, d))  # M_s
+        self.tau_m = cfg.tau_m  # set by the trainer each epoch when a schedule is configured
+
+    # -- encoders ---------------------------------------------------------------------------------------------------
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, d)
+        return self.image_encoder(x)
+
+    def encode_sound(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, n_mels, T) -> (B, d)
+        return self.sound_encoder(x)
+
+    # -- memory -----------------------------------------------------------------------------------------------------
+    def recall(self, f: torch.Tensor, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Key-value switching: address the ``key`` modality's memory with f, read the other memory.
+
+        key="image": w_v = addr(f_v, M_v), returns (w_v, f_s,mem = w_v M_s); key="sound" mirrors it.
+        """
+        key_mem, value_mem = (
+            (self.memory_image, self.memory_sound) if key == "image" else (self.memory_sound, self.memory_image)
+        )
+        w = address(f, key_mem, self.tau_m, self.cfg.addressing, self.cfg.top_k)  # (B, n)
+        return w, w @ value_mem  # (B, n), (B, d)
+
+    def represent_image(self, f_v: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {"f_v": f_v, "z_v": self.project_image(f_v), "logits_v": self.classify_image(f_v)}
+        if self.has_memory:
+            w_v, f_s_mem = self.recall(f_v, "image")
+            out.update(w_v=w_v, f_s_mem=f_s_mem, h_v=torch.cat([f_v, f_s_mem], dim=-1))  # h_v: (B, 2d)
+        else:
+            out["h_v"] = f_v
+        return out
+
+    def represent_sound(self, f_s: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {"f_s": f_s, "z_s": self.project_sound(f_s), "logits_s": self.classify_sound(f_s)}
+        if self.has_memory:
+            w_s, f_v_mem = self.recall(f_s, "sound")
+            out.update(w_s=w_s, f_v_mem=f_v_mem, h_s=torch.cat([f_s, f_v_mem], dim=-1))
+        else:
+            out["h_s"] = f_s
+        return out
+
+    def forward(self, x_v: torch.Tensor | None = None, x_s: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Whatever modalities are given; keys are the losses' argument names (f_v, w_v, f_s_mem, h_v, z_v, ...)."""
+        out: dict[str, torch.Tensor] = {}
+        if x_v is not None:
+            out.update(self.represent_image(self.encode_image(x_v)))
+        if x_s is not None:
+            out.update(self.represent_sound(self.encode_sound(x_s)))
+        return out
+
+    def sound_cycle(self, f_s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """S -> I_pseudo -> S': the sound addresses M_s and reads M_v (I_pseudo); I_pseudo addresses M_v, reads M_s."""
+        _, i_pseudo = self.recall(f_s, "sound")
+        _, s_prime = self.recall(i_pseudo, "image")
+        return i_pseudo, s_prime
+
+    def image_cycle(self, f_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """V -> S_pseudo -> V', the mirror of sound_cycle."""
+        _, s_pseudo = self.recall(f_v, "image")
+        _, v_prime = self.recall(s_pseudo, "sound")
+        return s_pseudo, v_prime

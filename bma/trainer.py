@@ -1,0 +1,373 @@
+"""One trial in one process: ``fit(config, on_epoch)``.
+
+The loop, per epoch: every step draws a batch of single images and a batch of single sounds from the regime's
+training samples (paired and unpaired alike: unimodal labels and unpaired samples are cheap), and a batch of pairs.
+- encoder objective on the single batches (every variant);
+- L_pair on the pair batch (paired_only, bma);
+- L_unpair, the cycles S -> I_pseudo -> S' and V -> S_pseudo -> V', on the single batches (bma). Paired samples in
+  those batches take part as single samples: their partner is not used there.
+Then evaluation, the information probes, and the ``on_epoch`` callback with a flat metrics dict and a handle that
+writes a checkpoint. Data order and augmentations come from generators seeded by (seed, epoch), and checkpoints
+hold model, optimiser, RNG states and epoch, so a resumed trial continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from bma import losses
+from bma.augment import augment_spectrograms, shift_images
+from bma.config import TrialConfig
+from bma.data.features import FeatureSet, FeatureStore
+from bma.data.regimes import ClassMap, Regime, build_regime, load_classmap
+from bma.evaluation import embed, evaluate
+from bma.model import BMAMemory
+
+CHECKPOINT_FILE = "trial_state.pt"
+
+
+# -- data -------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrialData:
+    """Cached features of both modalities' official splits, with labels mapped into the common class space."""
+
+    image_train: FeatureSet
+    image_test: FeatureSet
+    sound_train: FeatureSet
+    sound_test: FeatureSet
+    classmap: ClassMap
+
+
+def load_trial_data(cfg: TrialConfig, store: FeatureStore | None = None) -> TrialData:
+    """Features from the on-disk cache (computed on first use). A study calls this once and shares the result."""
+    store = store or FeatureStore(cfg.data.cache_dir)
+    image_train = store.images(cfg.data.image, cfg.features, "train")
+    image_test = store.images(cfg.data.image, cfg.features, "test")
+    sound_train = store.sounds(cfg.data.sound, cfg.features, "train")
+    sound_test = store.sounds(cfg.data.sound, cfg.features, "test")
+    classmap = load_classmap(cfg.data.classmap, image_train.classes, sound_train.classes)
+    return TrialData(image_train, image_test, sound_train, sound_test, classmap)
+
+
+def common_labels(fs: FeatureSet, mapping: np.ndarray) -> np.ndarray:
+    return mapping[fs.y.numpy()]
+
+
+def make_regime(cfg: TrialConfig, data: TrialData) -> Regime:
+    cm = data.classmap
+    return build_regime(
+        cfg.regime,
+        common_labels(data.image_train, cm.image_to_common),
+        common_labels(data.sound_train, cm.sound_to_common),
+        common_labels(data.image_test, cm.image_to_common),
+        common_labels(data.sound_test, cm.sound_to_common),
+        cm.num_classes,
+        image_keys=data.image_train.keys if cfg.data.image.source == "manifest" else None,
+        sound_keys=data.sound_train.keys if cfg.data.sound.source == "manifest" else None,
+        image_source=cfg.data.image.source,
+        sound_source=cfg.data.sound.source,
+    )
+
+
+# -- checkpoints ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint holds; ``save`` writes it atomically into a folder."""
+
+    config: TrialConfig
+    epoch: int
+    model: BMAMemory
+    optimizer: torch.optim.Optimizer
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "config": self.config.to_flat(),
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "history": self.history,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+        }
+        tmp = folder / (CHECKPOINT_FILE + ".tmp")
+        torch.save(payload, tmp)
+        tmp.replace(folder / CHECKPOINT_FILE)
+        return folder / CHECKPOINT_FILE
+
+
+def load_checkpoint(folder: str | Path) -> dict:
+    path = Path(folder) / CHECKPOINT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no trial checkpoint at {path}")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+# -- the loop ---------------------------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device: {name!r} requested but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def tau_m_at(cfg: TrialConfig, epoch: int) -> float:
+    """Geometric anneal from tau_m (epoch 1) to tau_m_final (last epoch) when a final value is set."""
+    m, epochs = cfg.model, cfg.optim.epochs
+    if m.tau_m_final is None or epochs == 1:
+        return m.tau_m
+    return m.tau_m * (m.tau_m_final / m.tau_m) ** ((epoch - 1) / (epochs - 1))
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]]
+    final: dict[str, float]
+    regime_counts: dict[str, int]
+    stopped_early: bool = False
+
+
+EpochCallback = Callable[[int, dict, TrainState], "bool | None"]
+
+
+class _Tensors:
+    """The regime's tensors, gathered once onto the device."""
+
+    def __init__(self, cfg: TrialConfig, data: TrialData, regime: Regime, device: torch.device):
+        cm = data.classmap
+        y_img_tr = torch.as_tensor(common_labels(data.image_train, cm.image_to_common))
+        y_snd_tr = torch.as_tensor(common_labels(data.sound_train, cm.sound_to_common))
+        y_img_te = torch.as_tensor(common_labels(data.image_test, cm.image_to_common))
+        y_snd_te = torch.as_tensor(common_labels(data.sound_test, cm.sound_to_common))
+        noise = torch.Generator().manual_seed(cfg.regime.seed + 7919)
+
+        def images(x: torch.Tensor) -> torch.Tensor:
+            if cfg.regime.image_noise_std > 0:
+                x = x + cfg.regime.image_noise_std * torch.randn(x.shape, generator=noise)
+            return x
+
+        idx = lambda a: torch.as_tensor(a, dtype=torch.long)  # noqa: E731
+        train_img, train_snd = idx(regime.train_image), idx(regime.train_sound)
+        self.x_img = images(data.image_train.x[train_img]).to(device)
+        self.y_img = y_img_tr[train_img].to(device)
+        self.x_snd = data.sound_train.x[train_snd].to(device)
+        self.y_snd = y_snd_tr[train_snd].to(device)
+        n_pairs = len(regime.pair_image)
+        # Pairs are the first n_pairs rows of the training tensors (train_image/train_sound start with the pairs).
+        self.n_pairs = n_pairs
+        self.val = (images(data.image_train.x[idx(regime.val_image)]).to(device), data.sound_train.x[idx(regime.val_sound)].to(device))
+        test_img, test_snd = idx(regime.test_image), idx(regime.test_sound)
+        self.eval_split = {
+            "x_img_train": self.x_img, "y_img_train": self.y_img.cpu(),
+            "x_snd_train": self.x_snd, "y_snd_train": self.y_snd.cpu(),
+            "x_img_test": images(data.image_test.x[test_img]), "y_img_test": y_img_te[test_img],
+            "x_snd_test": data.sound_test.x[test_snd], "y_snd_test": y_snd_te[test_snd],
+            "x_img_pair": images(data.image_test.x[idx(regime.test_pair_image)]),
+            "x_snd_pair": data.sound_test.x[idx(regime.test_pair_sound)],
+            "y_pair": y_img_te[idx(regime.test_pair_image)],
+        }
+
+
+def fit(
+    cfg: TrialConfig,
+    on_epoch: EpochCallback | None = None,
+    *,
+    data: TrialData | None = None,
+    resume_from: str | Path | None = None,
+) -> FitResult:
+    """Train one trial. ``on_epoch(epoch, metrics, state)`` runs after each epoch; returning False stops early."""
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.regime.seed)
+    torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
+    data = data or load_trial_data(cfg)
+    regime = make_regime(cfg, data)
+    t = _Tensors(cfg, data, regime, device)
+
+    model = BMAMemory(cfg.model, image_channels=data.image_train.x.shape[1], num_classes=regime.num_classes).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    state = TrainState(cfg, 0, model, optimizer)
+    if resume_from is not None:
+        saved = load_checkpoint(resume_from)
+        if TrialConfig.from_flat(saved["config"]) != cfg:
+            raise ValueError(f"{resume_from}: the checkpoint belongs to another trial configuration")
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        state.epoch, state.history = saved["epoch"], saved["history"]
+        torch.set_rng_state(saved["rng"]["torch"])
+        np.random.set_state(saved["rng"]["numpy"])
+        random.setstate(saved["rng"]["python"])
+
+    stopped = False
+    for epoch in range(state.epoch + 1, cfg.optim.epochs + 1):
+        metrics = _train_epoch(cfg, model, optimizer, t, epoch, device)
+        last = epoch == cfg.optim.epochs
+        if last or epoch % cfg.eval.eval_every == 0:
+            t0 = time.perf_counter()
+            metrics.update(evaluate(model, t.eval_split, cfg.eval.probe_max_iter, device))
+            metrics.update(_val_losses(cfg, model, t))
+            metrics["time/eval_s"] = time.perf_counter() - t0
+        if cfg.eval.info_every and (last or epoch % cfg.eval.info_every == 0):
+            t0 = time.perf_counter()
+            metrics.update(information_probes(cfg, model, t, device))
+            metrics["time/info_s"] = time.perf_counter() - t0
+        metrics["epoch"] = epoch
+        state.epoch = epoch
+        state.history.append(metrics)
+        if on_epoch is not None and on_epoch(epoch, metrics, state) is False:
+            stopped = epoch < cfg.optim.epochs
+            break
+    final = _final(state.history)
+    return FitResult(state.history, final, regime.counts(), stopped)
+
+
+def _final(history: list[dict[str, float]]) -> dict[str, float]:
+    """Last value of every metric (evaluation metrics are absent from non-evaluated epochs)."""
+    out: dict[str, float] = {}
+    for h in history:
+        out.update(h)
+    return out
+
+
+def _train_epoch(cfg: TrialConfig, model: BMAMemory, optimizer, t: _Tensors, epoch: int, device) -> dict[str, float]:
+    model.train()
+    model.tau_m = tau_m_at(cfg, epoch)
+    lo, variant = cfg.loss, cfg.model.variant
+    rng = np.random.default_rng([cfg.regime.seed, epoch])
+    aug = torch.Generator().manual_seed(cfg.regime.seed * 1_000_003 + epoch)
+    n, b = len(t.x_img), cfg.optim.batch_size
+    steps = math.ceil(n / b)
+    img_perm, snd_perm = rng.permutation(n), rng.permutation(n)
+    pair_b = min(b, t.n_pairs)
+    pair_perm = np.concatenate([rng.permutation(t.n_pairs) for _ in range(-(-steps * pair_b // t.n_pairs))])
+    use_amp = cfg.amp and device.type == "cuda"
+    sums: dict[str, float] = {}
+    t0 = time.perf_counter()
+    for step in range(steps):
+        ii = torch.as_tensor(img_perm[step * b : (step + 1) * b], device=device)
+        si = torch.as_tensor(snd_perm[step * b : (step + 1) * b], device=device)
+        xv, yv, xs, ys = t.x_img[ii], t.y_img[ii], t.x_snd[si], t.y_snd[si]
+        if cfg.regime.expand_sounds:
+            xs = augment_spectrograms(xs, aug)
+        use_pairs = variant != "unimodal"
+        if use_pairs:
+            pi = torch.as_tensor(pair_perm[step * pair_b : (step + 1) * pair_b], device=device)
+            xv = torch.cat([t.x_img[pi], xv])
+            xs = torch.cat([t.x_snd[pi], xs])
+        k = len(pi) if use_pairs else 0
+        terms: dict[str, torch.Tensor] = {}
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            f_v, f_s = model.encode_image(xv), model.encode_sound(xs)
+            fv_single, fs_single = f_v[k:], f_s[k:]
+            terms["encoder"] = _encoder_objective(cfg, model, fv_single, fs_single, yv, ys, xv[k:], xs[k:], aug)
+            total = lo.w_encoder * terms["encoder"]
+            if use_pairs:
+                out = {**model.represent_image(f_v[:k]), **model.represent_sound(f_s[:k])}
+                pair = losses.pair_loss(out, lo.tau_l, lo.w_address, lo.w_recall)
+                terms["pair"] = pair["total"]
+                terms.update({f"pair_{name}": v for name, v in pair.items() if name != "total"})
+                total = total + lo.w_pair * pair["total"]
+            if variant == "bma":
+                _, s_prime = model.sound_cycle(fs_single)
+                _, v_prime = model.image_cycle(fv_single)
+                terms["unpair"] = 0.5 * (losses.cycle_loss(fs_single, s_prime) + losses.cycle_loss(fv_single, v_prime))
+                total = total + lo.w_unpair * terms["unpair"]
+            if model.has_memory and lo.w_slot_decorrelation > 0:
+                terms["slot_decorrelation"] = 0.5 * (
+                    losses.slot_decorrelation(model.memory_image) + losses.slot_decorrelation(model.memory_sound)
+                )
+                total = total + lo.w_slot_decorrelation * terms["slot_decorrelation"]
+        terms["total"] = total
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"loss/total became {total.item()} at epoch {epoch}, step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        for name, v in terms.items():
+            sums[name] = sums.get(name, 0.0) + float(v.detach())
+    metrics = {f"loss/{name}": v / steps for name, v in sums.items()}
+    metrics["time/epoch_s"] = time.perf_counter() - t0
+    metrics["train/tau_m"] = model.tau_m
+    return metrics
+
+
+def _encoder_objective(cfg, model, f_v, f_s, y_v, y_s, x_v, x_s, gen) -> torch.Tensor:
+    objective = cfg.loss.encoder_objective
+    if objective == "supervised":
+        return 0.5 * (losses.supervised_loss(model.classify_image(f_v), y_v) + losses.supervised_loss(model.classify_sound(f_s), y_s))
+    if objective == "contrastive":
+        # Second view of each sample; the first view is the un-augmented batch already encoded.
+        f_v2 = model.encode_image(shift_images(x_v, gen))
+        f_s2 = model.encode_sound(augment_spectrograms(x_s, gen))
+        tau = cfg.loss.tau_encoder
+        return 0.5 * (
+            losses.nt_xent(model.ssl_image(f_v), model.ssl_image(f_v2), tau)
+            + losses.nt_xent(model.ssl_sound(f_s), model.ssl_sound(f_s2), tau)
+        )
+    return torch.zeros((), device=f_v.device)
+
+
+@torch.no_grad()
+def _val_losses(cfg: TrialConfig, model: BMAMemory, t: _Tensors) -> dict[str, float]:
+    """L_pair on the validation pairs (eval mode): tracks paired generalisation, also for the unimodal baseline."""
+    was = model.training
+    model.eval()
+    xv, xs = t.val
+    out = model(x_v=xv, x_s=xs)
+    pair = losses.pair_loss(out, cfg.loss.tau_l, cfg.loss.w_address, cfg.loss.w_recall)
+    model.train(was)
+    return {"loss/val_pair": float(pair["total"]), "loss/val_pair_contrastive": float(pair["contrastive"])}
+
+
+@torch.no_grad()
+def information_probes(cfg: TrialConfig, model: BMAMemory, t: _Tensors, device) -> dict[str, float]:
+    """Table 1 quantities on held-out class-matched test pairs (at most eval.info_samples of them)."""
+    from bma.info.probes import ProbeInputs, compute_probes
+
+    n = min(cfg.eval.info_samples, len(t.eval_split["y_pair"]))
+    img = embed(model, t.eval_split["x_img_pair"][:n], "image", device)
+    snd = embed(model, t.eval_split["x_snd_pair"][:n], "sound", device)
+    s_cycle = v_cycle = None
+    if model.has_memory:
+        was = model.training
+        model.eval()
+        f_s = torch.as_tensor(snd["f_s"], device=device)
+        f_v = torch.as_tensor(img["f_v"], device=device)
+        s_cycle = (snd["f_s"], *(a.float().cpu().numpy() for a in model.sound_cycle(f_s)))
+        v_cycle = (img["f_v"], *(a.float().cpu().numpy() for a in model.image_cycle(f_v)))
+        model.train(was)
+    inputs = ProbeInputs(
+        f_v=img["f_v"], f_s=snd["f_s"],
+        f_s_mem=img.get("f_s_mem"), f_v_mem=snd.get("f_v_mem"),
+        w_v=img.get("w_v"), w_s=snd.get("w_s"),
+        h_v=img["h_v"], h_s=snd["h_s"], z_v=img["z_v"], z_s=snd["z_s"],
+        y=t.eval_split["y_pair"][:n].numpy(),
+        s_cycle=s_cycle, v_cycle=v_cycle, has_memory=model.has_memory,
+    )
+    return compute_probes(inputs, estimators=tuple(cfg.eval.info_estimators), seed=cfg.regime.seed)

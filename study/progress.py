@@ -1,0 +1,129 @@
+"""Live view of a study: trials done / running / pending / failed, ETA and the best value so far.
+
+A Tune callback (Tune's own reporter is silenced unless -v). On a terminal it is a rich live table; elsewhere (CI,
+log files) it prints one line whenever a trial ends, and at most every 30 s otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ray.tune import Callback
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+
+class StudyProgress(Callback):
+    def __init__(self, total: int, metric: str, live: bool = True):
+        self.total = total
+        self.metric = metric
+        self.status: dict[str, str] = {}
+        self.started: dict[str, float] = {}
+        self.durations: list[float] = []
+        self.best: float | None = None
+        self.best_trial = ""
+        self.t0 = time.time()
+        self.console = Console()
+        self._live = Live(self._render(), console=self.console, refresh_per_second=2, transient=False) if live else None
+        self._last_line = 0.0
+        if self._live is not None:
+            self._live.start()
+
+    # Tune pickles its run config (callbacks included) with the study's state: the terminal handles stay behind.
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_live"] = None
+        state["console"] = None
+        state["_was_live"] = self._live is not None
+        return state
+
+    def __setstate__(self, state):
+        was_live = state.pop("_was_live", False)
+        self.__dict__.update(state)
+        self.console = Console()
+        self.t0 = time.time()
+        if was_live:
+            self._live = Live(self._render(), console=self.console, refresh_per_second=2, transient=False)
+            self._live.start()
+
+    # -- Tune hooks ------------------------------------------------------------------------------------------------
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.status[trial.trial_id] = "running"
+        self.started.setdefault(trial.trial_id, time.time())
+        self._update(trials)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        value = result.get(self.metric)
+        if isinstance(value, (int, float)) and (self.best is None or value > self.best):
+            self.best, self.best_trial = float(value), trial.trial_id
+        self._update(trials)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.status[trial.trial_id] = "done"
+        if trial.trial_id in self.started:
+            self.durations.append(time.time() - self.started[trial.trial_id])
+        self._update(trials, force_line=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.status[trial.trial_id] = "failed"
+        self._update(trials, force_line=True)
+
+    def on_experiment_end(self, trials, **info):
+        self._update(trials, force_line=True)
+        self.close()
+
+    # -- view -------------------------------------------------------------------------------------------------------
+    def counts(self, trials=None) -> dict[str, int]:
+        if trials is not None:  # Tune's own view is the truth after a restore
+            for t in trials:
+                s = {"TERMINATED": "done", "ERROR": "failed", "RUNNING": "running"}.get(t.status)
+                if s:
+                    self.status[t.trial_id] = s
+        c = {"done": 0, "running": 0, "failed": 0}
+        for s in self.status.values():
+            c[s] = c.get(s, 0) + 1
+        c["pending"] = max(self.total - c["done"] - c["running"] - c["failed"], 0)
+        return c
+
+    def eta_seconds(self, c: dict[str, int]) -> float | None:
+        if not self.durations:
+            return None
+        per_trial = sum(self.durations) / len(self.durations)
+        parallel = max(c["running"], 1)
+        return per_trial * (c["pending"] + 0.5 * c["running"]) / parallel
+
+    def _render(self, c: dict[str, int] | None = None) -> Table:
+        c = c or self.counts()
+        eta = self.eta_seconds(c)
+        table = Table(title=f"study progress ({self.total} trials)", show_edge=False)
+        for col in ("done", "running", "pending", "failed", "elapsed", "ETA", f"best {self.metric}"):
+            table.add_column(col)
+        table.add_row(
+            str(c["done"]), str(c["running"]), str(c["pending"]), str(c["failed"]),
+            _fmt(time.time() - self.t0), _fmt(eta) if eta is not None else "?",
+            f"{self.best:.4f}" if self.best is not None else "-",
+        )
+        return table
+
+    def _update(self, trials, force_line: bool = False) -> None:
+        c = self.counts(trials)
+        if self._live is not None:
+            self._live.update(self._render(c))
+        elif force_line or time.time() - self._last_line > 30:
+            self._last_line = time.time()
+            eta = self.eta_seconds(c)
+            best = f"{self.best:.4f}" if self.best is not None else "-"
+            print(f"[{_fmt(time.time() - self.t0)}] done {c['done']}/{self.total}  running {c['running']}  "
+                  f"pending {c['pending']}  failed {c['failed']}  ETA {_fmt(eta) if eta is not None else '?'}  "
+                  f"best {self.metric} {best}", flush=True)
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+
+def _fmt(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

@@ -1,0 +1,1 @@
+"""Ray Tune trainables and MLflow tracking around the bma science library."""

@@ -1,0 +1,82 @@
+"""The Ray Tune function trainable around bma.trainer.fit: thin by design.
+
+First line: one frozen TrialConfig from the Tune dict (the raw dict is not read again). Then find or create the
+trial's MLflow run, train with a callback that checkpoints and reports every epoch, and record the end.
+Features arrive through ``tune.with_parameters`` (Ray's object store): computed once per study by the driver.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ray import tune
+
+from bma.config import TrialConfig
+from bma.trainer import TrialData, fit
+from trainables.tracking import TrialTracker
+
+RUN_ID_FILE = "mlflow_run.json"
+
+
+@dataclass(frozen=True)
+class StudyContext:
+    """What every trial of a study shares: where to log, and the fixed part of the trial config."""
+
+    name: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    base: dict  # dotted path -> value
+
+
+def data_key(cfg: TrialConfig) -> str:
+    """Trials that share data and feature settings share one precomputed TrialData."""
+    return json.dumps({k: v for k, v in cfg.to_flat().items() if k.startswith(("data.", "features."))}, sort_keys=True, default=str)
+
+
+def scalar_metrics(metrics: dict) -> dict:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def train_bma(tune_config: dict, study: StudyContext, data: dict[str, TrialData]) -> None:
+    cfg = TrialConfig.from_flat({**study.base, **tune_config})
+    checkpoint = tune.get_checkpoint()
+    resume_dir = run_id = None
+    if checkpoint is not None:
+        resume_dir = Path(checkpoint.to_directory())
+        run_file = resume_dir / RUN_ID_FILE
+        run_id = json.loads(run_file.read_text())["run_id"] if run_file.is_file() else None
+
+    tracker = TrialTracker(study.tracking_uri, study.experiment_id, study.parent_run_id, study.name, cfg,
+                           tune_trial_id=tune.get_context().get_trial_id() or "", run_id=run_id)
+    if resume_dir is not None:
+        from bma.trainer import load_checkpoint
+
+        tracker.backfill(load_checkpoint(resume_dir)["history"])
+
+    last = {}
+
+    def on_epoch(epoch: int, metrics: dict, state) -> None:
+        last["state"] = state
+        with tempfile.TemporaryDirectory(prefix="bma-ckpt-") as folder:
+            state.save(folder)
+            (Path(folder) / RUN_ID_FILE).write_text(json.dumps({"run_id": tracker.run_id}))
+            # Checkpoint first, then MLflow: a kill in between leaves metrics that backfill() logs on resume,
+            # never a metric logged twice for one epoch.
+            tune.report(scalar_metrics(metrics), checkpoint=tune.Checkpoint.from_directory(folder))
+        tracker.log_epoch(epoch, metrics)
+
+    try:
+        result = fit(cfg, on_epoch, data=data[data_key(cfg)], resume_from=resume_dir)
+        with tempfile.TemporaryDirectory(prefix="bma-artifacts-") as folder:
+            from trainables.artifacts import write_trial_artifacts
+
+            write_trial_artifacts(Path(folder), cfg, result, last.get("state"), resume_dir)
+            tracker.log_artifacts(folder)
+        tracker.finish(result.regime_counts)
+    except BaseException as exc:
+        tracker.fail(exc)
+        raise

@@ -1,0 +1,174 @@
+"""MLflow records of a study: one experiment per study, a parent run per study, one run per trial.
+
+Schema (analysis/ and the docs rely on it):
+- experiment name = study name; experiment tag ``bma.study``;
+- parent run: tag ``bma.role=study``, ``bma.fingerprint`` (the spec's content hash);
+- trial run: name = regime string, tags ``bma.role=trial``, ``bma.study``, ``bma.variant``, ``bma.regime`` (cell
+  without seed), ``bma.seed``, ``bma.trial_key`` (hash of the trial config: the identity that makes a resumed trial
+  find its run), ``bma.trial_id`` (Ray Tune's), ``bma.git_commit``, ``bma.status`` (running|finished|failed),
+  ``bma.error``; params = every field of the flat trial config; metrics per epoch, step = epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from bma.config import TrialConfig
+
+T = TypeVar("T")
+ROLE, STUDY, FINGERPRINT = "bma.role", "bma.study", "bma.fingerprint"
+
+
+def retry(call: Callable[[], T], attempts: int = 8, what: str = "MLflow call") -> T:
+    """SQLite stores refuse concurrent writers with 'database is locked': back off and retry; servers blip too."""
+    delay = 0.2
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as exc:  # MlflowException, sqlalchemy OperationalError, requests errors
+            text = str(exc).lower()
+            transient = any(s in text for s in ("locked", "busy", "timed out", "connection", "temporarily", "503", "502"))
+            if not transient or attempt == attempts - 1:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    raise AssertionError("unreachable")
+
+
+def git_commit() -> str:
+    try:
+        root = Path(__file__).resolve().parents[1]
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
+        commit = out.stdout.strip() or "unknown"
+        return commit + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def regime_name(cfg: TrialConfig, with_seed: bool = True) -> str:
+    r, m = cfg.regime, cfg.model
+    name = f"p{r.pairing_ratio:g}_n{r.train_size}_m{m.memory_slots}_tm{m.tau_m:g}_tl{cfg.loss.tau_l:g}"
+    return name + (f"_s{r.seed}" if with_seed else "")
+
+
+def trial_key(study: str, cfg: TrialConfig) -> str:
+    blob = json.dumps({"study": study, "config": cfg.to_flat()}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def default_artifact_location(tracking_uri: str) -> str | None:
+    """For a local sqlite store, artifacts go beside the database (absolute, since trials run in other folders);
+    a tracking server decides for itself (its --artifacts-destination)."""
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///"):])
+        return (db.parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def ensure_experiment(client: MlflowClient, study: str, tracking_uri: str) -> str:
+    exp = retry(lambda: client.get_experiment_by_name(study))
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            retry(lambda: client.restore_experiment(exp.experiment_id))
+        return exp.experiment_id
+    try:
+        return retry(lambda: client.create_experiment(study, artifact_location=default_artifact_location(tracking_uri), tags={STUDY: study}))
+    except MlflowException:  # created concurrently by someone else
+        return retry(lambda: client.get_experiment_by_name(study)).experiment_id
+
+
+def ensure_parent_run(client: MlflowClient, experiment_id: str, study: str, fingerprint: str, spec_text: str) -> str:
+    """The study's parent run; a resumed study (same fingerprint) reuses it."""
+    found = retry(lambda: client.search_runs(
+        [experiment_id],
+        f"tags.`{ROLE}` = 'study' and tags.`{FINGERPRINT}` = '{fingerprint}'",
+        max_results=1,
+    ))
+    if found:
+        run_id = found[0].info.run_id
+        if found[0].info.status != "RUNNING":
+            retry(lambda: client.update_run(run_id, status="RUNNING"))
+        return run_id
+    run = retry(lambda: client.create_run(experiment_id, run_name=study, tags={ROLE: "study", STUDY: study, FINGERPRINT: fingerprint, "bma.git_commit": git_commit()}))
+    retry(lambda: client.log_text(run.info.run_id, spec_text, "spec.yaml"))
+    return run.info.run_id
+
+
+class TrialTracker:
+    """One trial's MLflow run: found again by its trial key when the trial resumes, so it is never duplicated."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, study: str, cfg: TrialConfig,
+                 tune_trial_id: str = "", run_id: str | None = None):
+        self.client = MlflowClient(tracking_uri)
+        self.cfg = cfg
+        key = trial_key(study, cfg)
+        if run_id is None:
+            found = retry(lambda: self.client.search_runs([experiment_id], f"tags.`bma.trial_key` = '{key}'", max_results=1))
+            run_id = found[0].info.run_id if found else None
+        if run_id is None:
+            tags = {
+                ROLE: "trial", STUDY: study, "mlflow.parentRunId": parent_run_id,
+                "bma.variant": cfg.model.variant, "bma.regime": regime_name(cfg, with_seed=False),
+                "bma.seed": str(cfg.regime.seed), "bma.trial_key": key, "bma.trial_id": tune_trial_id,
+                "bma.git_commit": git_commit(), "bma.status": "running", "bma.attempts": "1",
+            }
+            run = retry(lambda: self.client.create_run(experiment_id, run_name=f"{cfg.model.variant}_{regime_name(cfg)}", tags=tags))
+            self.run_id = run.info.run_id
+            params = [Param(k, _param_text(v)) for k, v in sorted(cfg.to_flat().items())]
+            for i in range(0, len(params), 90):  # MLflow takes at most 100 params per batch
+                retry(lambda chunk=params[i:i + 90]: self.client.log_batch(self.run_id, params=chunk))
+        else:
+            self.run_id = run_id
+            run = retry(lambda: self.client.get_run(run_id))
+            attempts = int(run.data.tags.get("bma.attempts", "1")) + 1
+            retry(lambda: self.client.log_batch(run_id, tags=[RunTag("bma.status", "running"), RunTag("bma.attempts", str(attempts))]))
+            if run.info.status != "RUNNING":
+                retry(lambda: self.client.update_run(run_id, status="RUNNING"))
+
+    def logged_epochs(self) -> set[int]:
+        history = retry(lambda: self.client.get_metric_history(self.run_id, "loss/total"))
+        return {m.step for m in history}
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items()
+                 if isinstance(v, (int, float)) and math.isfinite(float(v)) and k != "epoch"]
+        for i in range(0, len(batch), 900):  # MLflow's limit is 1,000 metrics per batch
+            retry(lambda chunk=batch[i:i + 900]: self.client.log_batch(self.run_id, metrics=chunk))
+
+    def backfill(self, history: list[dict[str, float]]) -> None:
+        """After a resume: log the checkpointed epochs whose metrics never reached MLflow (killed in between)."""
+        done = self.logged_epochs()
+        for metrics in history:
+            if int(metrics["epoch"]) not in done:
+                self.log_epoch(int(metrics["epoch"]), metrics)
+
+    def log_artifacts(self, folder: str | Path, artifact_path: str | None = None) -> None:
+        retry(lambda: self.client.log_artifacts(self.run_id, str(folder), artifact_path))
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        tags = [RunTag("bma.status", "finished")] + [RunTag(f"bma.regime_count.{k}", str(v)) for k, v in summary.items()]
+        retry(lambda: self.client.log_batch(self.run_id, tags=tags))
+        retry(lambda: self.client.set_terminated(self.run_id, status="FINISHED"))
+
+    def fail(self, error: BaseException) -> None:
+        text = f"{type(error).__name__}: {error}"[:4000]
+        retry(lambda: self.client.log_batch(self.run_id, tags=[RunTag("bma.status", "failed"), RunTag("bma.error", text)]))
+        retry(lambda: self.client.set_terminated(self.run_id, status="FAILED"))
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)
