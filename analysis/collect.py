@@ -1,0 +1,416 @@
+"""Collect one study's trials from MLflow into flat tables (one record per trial, one row per logged value).
+
+Reads only what the study engine writes to MLflow (see docs/analysis.md, "The MLflow schema"):
+the experiment named after the study, runs tagged ``bma.role=trial``, their params (the flat trial config with
+dotted names, values as strings) and their per-epoch metrics. Nothing here imports the science library; the only
+import from ``bma`` is the set of name constants in ``bma.config``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import typing
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+import numpy as np
+import pandas as pd
+
+from bma.config import CELL_KEYS, FLAT_TYPES, SHORT_NAMES
+
+log = logging.getLogger("analysis")
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # the study engine's embedded default, relative to the cwd
+SEED_KEY = "regime.seed"
+VARIANT_KEY = "model.variant"
+STATES = ("finished", "failed", "running")
+
+# metric families whose "best" is the minimum; every other metric's best is its maximum
+MIN_IS_BEST_PREFIXES = ("loss/", "time/")
+
+
+class AnalysisError(Exception):
+    """A problem the user must fix (unknown study, empty experiment, unreachable store): exit code 2."""
+
+    exit_code = 2
+
+
+@dataclass
+class StudyData:
+    """Everything ``analysis`` knows about one study, as collected from MLflow."""
+
+    study: str
+    tracking_uri: str
+    experiment_id: str
+    runs: pd.DataFrame  # one row per trial run (see RUN_COLUMNS_DOC in docs/analysis.md)
+    histories: pd.DataFrame  # run_id, metric, step, value
+    metrics: list[str]  # metric names collected (sorted)
+    keys: list[str]  # cell keys: CELL_KEYS plus any other config field that varies across the study
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def used(self) -> pd.DataFrame:
+        """The finished trials that represent their (cell, seed): what tables and plots aggregate."""
+        return self.runs[self.runs["used"]]
+
+
+# -- tracking URI and client -------------------------------------------------------------------------------------
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """The explicit URI, else $MLFLOW_TRACKING_URI, else ``sqlite:///mlflow.db`` in the current directory."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _local_store_path(uri: str) -> tuple[str, str] | None:
+    """(kind, path) for a store on the local disk, None for a server or database URI."""
+    if uri.startswith("sqlite:"):
+        rest = uri[len("sqlite:") :].split("?", 1)[0]
+        if not rest.startswith("///"):
+            return None  # sqlite:// (in memory) or an unusual form: let MLflow judge
+        return "sqlite", rest[3:] or ""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return "file", parsed.path
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return "file", uri
+    return None
+
+
+def check_store_exists(uri: str) -> None:
+    """Refuse a local store that does not exist (MLflow would silently create an empty one)."""
+    local = _local_store_path(uri)
+    if local is None:
+        return
+    kind, path = local
+    if kind == "sqlite" and not os.path.isfile(path):
+        raise AnalysisError(
+            f"no MLflow store at {os.path.abspath(path)} (tracking URI {uri!r}): pass --tracking-uri, set "
+            "MLFLOW_TRACKING_URI, or run from the directory that holds the study's mlflow.db"
+        )
+    if kind == "file" and not os.path.isdir(path):
+        raise AnalysisError(f"no MLflow file store at {os.path.abspath(path)} (tracking URI {uri!r})")
+
+
+def open_client(uri: str):
+    """An MlflowClient for ``uri``; AnalysisError when the store is missing or cannot be reached."""
+    check_store_exists(uri)
+    from mlflow import MlflowClient
+
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)  # a cheap round trip: fails now if the server is unreachable
+    except AnalysisError:
+        raise
+    except Exception as exc:  # MlflowException, requests' ConnectionError, SQLAlchemy errors ...
+        raise AnalysisError(f"cannot reach the MLflow tracking store at {uri!r}: {_one_line(exc)}") from exc
+    return client
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:400]
+
+
+def list_studies(client) -> list[str]:
+    """Names of the experiments that look like studies (tag bma.study), else every non-default experiment."""
+    experiments = _all_experiments(client)
+    tagged = sorted(e.name for e in experiments if "bma.study" in (e.tags or {}))
+    return tagged or sorted(e.name for e in experiments if e.name != "Default")
+
+
+def _all_experiments(client) -> list:
+    out, token = [], None
+    while True:
+        page = client.search_experiments(max_results=1000, page_token=token)
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
+
+
+def find_experiment(client, study: str, uri: str):
+    """The experiment of a study: the one named ``study``, else the one tagged ``bma.study=<study>``."""
+    exp = client.get_experiment_by_name(study)
+    if exp is None:
+        matches = [e for e in _all_experiments(client) if (e.tags or {}).get("bma.study") == study]
+        exp = matches[0] if matches else None
+    if exp is None:
+        known = list_studies(client)
+        hint = f"; studies in this store: {', '.join(known)}" if known else "; this store holds no study"
+        raise AnalysisError(f"unknown study {study!r} in tracking store {uri!r}{hint}")
+    if exp.lifecycle_stage == "deleted":
+        raise AnalysisError(f"study {study!r} in {uri!r} is a deleted experiment; restore it in MLflow first")
+    return exp
+
+
+# -- typing params -----------------------------------------------------------------------------------------------
+
+
+def _scalar_type(name: str) -> type | None:
+    hint = FLAT_TYPES.get(name)
+    if hint is None:
+        return None
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if args else hint
+    return base if base in (bool, int, float, str) else str
+
+
+def type_param(name: str, values: pd.Series) -> pd.Series:
+    """MLflow's string params as typed values: float (None -> NaN), int, bool or str; by config type or content."""
+    kind = _scalar_type(name)
+    raw = values.astype(object).where(values.notna(), None)
+    missing = raw.isna() | (raw.astype(str) == "None")
+    if kind is None:  # not a config field: infer from the values
+        for candidate in (int, float):
+            try:
+                converted = [candidate(v) for v in raw[~missing]]
+            except (TypeError, ValueError):
+                continue
+            if candidate is int and missing.any():
+                candidate = float
+            kind = candidate
+            break
+        else:
+            kind = str
+    if kind is float:
+        return pd.to_numeric(raw.where(~missing, np.nan), errors="coerce").astype("float64")
+    if kind is int:
+        if missing.any():
+            return pd.to_numeric(raw.where(~missing, np.nan), errors="coerce").astype("float64")
+        return pd.to_numeric(raw, errors="coerce").astype("int64")
+    if kind is bool:
+        return raw.map(lambda v: None if v is None or v == "None" else str(v).lower() in ("true", "1", "yes"))
+    return raw.where(~missing, None).astype(object)
+
+
+def short_name(key: str) -> str:
+    """The short name of a dotted config key (``regime.pairing_ratio`` -> ``pairing_ratio``) for display."""
+    inverse = {v: k for k, v in SHORT_NAMES.items()}
+    return inverse.get(key, key)
+
+
+def metric_direction(metric: str) -> str:
+    """'min' for losses and timings, 'max' for everything else (accuracies, retrieval, association, info)."""
+    return "min" if metric.startswith(MIN_IS_BEST_PREFIXES) else "max"
+
+
+def select_metrics(names, globs: list[str] | None) -> list[str]:
+    """The metric names matching any of ``globs`` (fnmatch; all when None); info/n_samples rides with info/."""
+    names = sorted(set(names))
+    if not globs:
+        return names
+    chosen = {n for n in names if any(fnmatch.fnmatchcase(n, g) for g in globs)}
+    if any(n.startswith("info/") for n in chosen) and "info/n_samples" in names:
+        chosen.add("info/n_samples")
+    return sorted(chosen)
+
+
+# -- collection --------------------------------------------------------------------------------------------------
+
+
+def _state(mlflow_status: str, bma_status: str | None) -> str:
+    """finished | failed | running, from MLflow's run status and the bma.status tag (failure wins)."""
+    s, b = (mlflow_status or "").upper(), (bma_status or "").lower()
+    if s in ("FAILED", "KILLED") or b == "failed":
+        return "failed"
+    if s == "FINISHED" or b == "finished":
+        return "finished"  # includes trials a Tune scheduler stopped early: MLflow status FINISHED
+    return "running"  # RUNNING/SCHEDULED: still running, or crashed without ending its run
+
+
+def _search_trials(client, experiment_id: str, parent_run: str | None) -> list:
+    filt = "tags.`bma.role` = 'trial'"
+    if parent_run:
+        filt += f" and tags.`mlflow.parentRunId` = '{parent_run}'"
+    out, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filt, max_results=1000, page_token=token)
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
+
+
+def _histories(client, uri: str, wanted: list[tuple[str, str]], workers: int | None) -> pd.DataFrame:
+    def fetch(item):
+        run_id, key = item
+        history = client.get_metric_history(run_id, key)
+        return [(run_id, key, int(m.step), float(m.value), int(m.timestamp)) for m in history]
+
+    remote = urlparse(uri).scheme in ("http", "https", "databricks")
+    n_workers = workers if workers is not None else (8 if remote else 1)
+    if n_workers > 1 and len(wanted) > 1:
+        with ThreadPoolExecutor(n_workers) as pool:
+            rows = [r for chunk in pool.map(fetch, wanted) for r in chunk]
+    else:
+        rows = [r for item in wanted for r in fetch(item)]
+    hist = pd.DataFrame(rows, columns=["run_id", "metric", "step", "value", "timestamp"])
+    hist = hist.astype({"run_id": object, "metric": object, "step": "int64", "value": "float64", "timestamp": "int64"})
+    # one value per (run, metric, step): the last one logged
+    hist = hist.sort_values(["run_id", "metric", "step", "timestamp"], kind="stable")
+    hist = hist.drop_duplicates(["run_id", "metric", "step"], keep="last")
+    return hist.drop(columns="timestamp").reset_index(drop=True)
+
+
+def _final_and_best(hist: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Wide frame indexed by run_id: final/<m> (value at the last step) and best/<m> (max, or min for losses)."""
+    if hist.empty:
+        return pd.DataFrame()
+    final = hist.groupby(["run_id", "metric"], sort=False)["value"].last(skipna=False).unstack("metric")
+    mx = hist.groupby(["run_id", "metric"], sort=False)["value"].max().unstack("metric")
+    mn = hist.groupby(["run_id", "metric"], sort=False)["value"].min().unstack("metric")
+    cols = {}
+    for m in metrics:
+        if m not in final.columns:
+            continue
+        cols[f"final/{m}"] = final[m]
+    for m in metrics:
+        if m not in final.columns:
+            continue
+        cols[f"best/{m}"] = (mn if metric_direction(m) == "min" else mx)[m]
+    epochs = hist.groupby("run_id")["step"].max().rename("n_epochs")
+    return pd.concat([epochs, pd.DataFrame(cols)], axis=1)
+
+
+def collect_study(
+    study: str,
+    tracking_uri: str | None = None,
+    metrics: list[str] | None = None,
+    parent_run: str | None = None,
+    workers: int | None = None,
+    client=None,
+) -> StudyData:
+    """Read every trial run of ``study`` (see the module doc); raise AnalysisError when there is nothing to read."""
+    uri = resolve_tracking_uri(tracking_uri)
+    client = client or open_client(uri)
+    try:
+        exp = find_experiment(client, study, uri)
+        runs = _search_trials(client, exp.experiment_id, parent_run)
+    except AnalysisError:
+        raise
+    except Exception as exc:
+        raise AnalysisError(f"cannot read study {study!r} from {uri!r}: {_one_line(exc)}") from exc
+    if not runs:
+        where = f" under parent run {parent_run}" if parent_run else ""
+        raise AnalysisError(
+            f"study {study!r} (experiment {exp.experiment_id} in {uri!r}) has no trial runs{where} "
+            "(runs tagged bma.role=trial)"
+        )
+    notes: list[str] = []
+
+    # params: CELL_KEYS always; other config fields that vary across trials become cell keys too, so that a
+    # study gridding e.g. model.addressing never pools two settings as if they were seeds
+    all_params = sorted({k for r in runs for k in r.data.params})
+    raw = pd.DataFrame([{k: r.data.params.get(k) for k in all_params} for r in runs])
+    missing_keys = [k for k in CELL_KEYS if k not in raw.columns]
+    if missing_keys:
+        notes.append(f"params missing from every trial, treated as empty: {', '.join(missing_keys)}")
+        for k in missing_keys:
+            raw[k] = None
+    varying = [k for k in all_params if raw[k].astype(str).nunique(dropna=False) > 1]
+    extras = [k for k in varying if k in FLAT_TYPES and k not in CELL_KEYS and k != SEED_KEY]
+    ignored = [k for k in varying if k not in FLAT_TYPES]
+    if extras:
+        notes.append("config fields besides CELL_KEYS vary across trials and are used as cell keys: "
+                     + ", ".join(extras))
+    if ignored:
+        notes.append(f"params outside the trial config vary across trials and are ignored: {', '.join(ignored)}")
+    keys = list(CELL_KEYS) + extras
+
+    records = []
+    for r in runs:
+        tags, info, params = r.data.tags, r.info, r.data.params
+        seed_raw = tags.get("bma.seed", params.get(SEED_KEY))
+        records.append(
+            {
+                "run_id": info.run_id,
+                "run_name": info.run_name or tags.get("mlflow.runName"),
+                "trial_id": tags.get("bma.trial_id"),
+                "regime": tags.get("bma.regime"),
+                "variant": tags.get("bma.variant") or params.get(VARIANT_KEY),
+                "seed": seed_raw,
+                "state": _state(info.status, tags.get("bma.status")),
+                "mlflow_status": info.status,
+                "bma_status": tags.get("bma.status"),
+                "error": tags.get("bma.error"),
+                "parent_run_id": tags.get("mlflow.parentRunId"),
+                "git_commit": tags.get("bma.git_commit"),
+                "start_time": pd.to_datetime(info.start_time, unit="ms", utc=True) if info.start_time else pd.NaT,
+                "end_time": pd.to_datetime(info.end_time, unit="ms", utc=True) if info.end_time else pd.NaT,
+                "_metric_keys": list(r.data.metrics),
+            }
+        )
+    df = pd.DataFrame(records)
+    for k in keys:
+        df[k] = type_param(k, raw[k]).values
+    seeds = pd.to_numeric(df["seed"], errors="coerce")
+    if seeds.isna().any():
+        notes.append(f"{int(seeds.isna().sum())} trial(s) carry no seed (tag bma.seed / param regime.seed)")
+    df["seed"] = seeds.astype("Int64")
+    df["variant"] = df["variant"].astype(object)
+    if (df["variant"].astype(str) != df[VARIANT_KEY].astype(str)).any():
+        # the bma.variant tag names variants more finely than model.variant: it is a cell key of its own
+        notes.append("tag bma.variant differs from param model.variant for some trials: both are cell keys")
+        keys.append("variant")
+
+    # metrics
+    available = {k for keys_ in df["_metric_keys"] for k in keys_}
+    chosen = select_metrics(available, metrics)
+    if metrics and not chosen:
+        raise AnalysisError(f"no metric of study {study!r} matches {' '.join(metrics)}; "
+                            f"metrics: {', '.join(sorted(available))}")
+    wanted = [(rid, k) for rid, ks in zip(df["run_id"], df["_metric_keys"]) for k in sorted(ks) if k in set(chosen)]
+    try:
+        hist = _histories(client, uri, wanted, workers)
+    except Exception as exc:
+        raise AnalysisError(f"cannot read metric histories of study {study!r} from {uri!r}: {_one_line(exc)}") from exc
+    df = df.drop(columns="_metric_keys")
+    wide = _final_and_best(hist, chosen)
+    df = df.join(wide, on="run_id") if not wide.empty else df.assign(n_epochs=np.nan)
+    df["n_epochs"] = pd.to_numeric(df["n_epochs"]).astype("Int64")
+
+    # one trial per (cell, seed) feeds the tables: the latest finished run; older duplicates (a study invoked
+    # twice, a failed trial retried) are kept in runs.parquet with used=False, superseded=True
+    df = df.sort_values("start_time", kind="stable", na_position="first").reset_index(drop=True)
+    df["used"] = False
+    df["superseded"] = False
+    for _, grp in df.groupby(keys + ["seed"], dropna=False, sort=False):
+        done = grp[grp["state"] == "finished"]
+        if len(done):
+            keep = done.index[-1]
+            df.loc[keep, "used"] = True
+            df.loc[grp.index.drop(keep), "superseded"] = True
+        elif len(grp) > 1:  # nothing finished: count the latest attempt, the earlier ones are superseded
+            df.loc[grp.index[:-1], "superseded"] = True
+    n_sup = int(df["superseded"].sum())
+    if n_sup:
+        notes.append(f"{n_sup} run(s) superseded by a later run of the same cell and seed (used=False)")
+
+    lead = ["run_id", "run_name", "trial_id", "regime", "variant", "seed"] + [k for k in keys if k != "variant"]
+    rest = ["state", "used", "superseded", "mlflow_status", "bma_status", "error", "n_epochs", "parent_run_id",
+            "git_commit", "start_time", "end_time"]
+    value_cols = [c for c in df.columns if c.startswith(("final/", "best/"))]
+    df = df[lead + rest + value_cols]
+    df = df.sort_values(keys + ["seed", "start_time"], kind="stable", na_position="last").reset_index(drop=True)
+    for n in notes:
+        log.info(n)
+    return StudyData(
+        study=study,
+        tracking_uri=uri,
+        experiment_id=exp.experiment_id,
+        runs=df,
+        histories=hist,
+        metrics=sorted(m for m in chosen if f"final/{m}" in df.columns),
+        keys=keys,
+        notes=notes,
+    )
+
+
+def load_exported(out_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """runs and histories back from an export directory (for notebooks: no MLflow needed)."""
+    return (pd.read_parquet(os.path.join(out_dir, "runs.parquet")),
+            pd.read_parquet(os.path.join(out_dir, "histories.parquet")))

@@ -1,0 +1,175 @@
+"""Paired comparisons of each variant against a baseline variant: same cell (all keys but the variant), same seed.
+
+Nested regimes make seeds a natural pairing: with one seed, the data draw of a cell is the same for every variant,
+so the per-seed difference removes the draw's share of the variance. For each (variant, cell, metric):
+mean difference (variant - baseline) with a t-interval, the paired t-test (scipy.stats.ttest_rel) and the
+Wilcoxon signed-rank test (scipy.stats.wilcoxon), each Holm-corrected across every test of the same metric
+(all cells and all variants compared with the baseline).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from analysis.aggregate import COMPARE_PREFIXES, t_interval
+
+DEFAULT_BASELINE = "unimodal"
+VARIANT_COLUMNS = ("model.variant", "variant")
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (step-down; NaNs are left out of the family and stay NaN).
+
+    With the m non-NaN p-values sorted ascending, p_(1) <= ... <= p_(m):
+        adj_(i) = min(1, max_{j <= i} (m - j + 1) * p_(j))
+    and each adjusted value goes back to its original position. Rejecting where adj <= alpha controls the
+    family-wise error rate at alpha (Holm 1979). Same result as statsmodels' multipletests(method="holm").
+    """
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    mask = ~np.isnan(p)
+    q = p[mask]
+    m = len(q)
+    if m == 0:
+        return out
+    order = np.argsort(q, kind="stable")
+    scaled = (m - np.arange(m)) * q[order]
+    adjusted = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    back = np.empty(m)
+    back[order] = adjusted
+    out[mask] = back
+    return out
+
+
+def paired_test(baseline, variant) -> dict:
+    """Statistics of the paired differences variant - baseline (pairs with a NaN on either side are dropped)."""
+    b = np.asarray(baseline, dtype=float)
+    v = np.asarray(variant, dtype=float)
+    ok = ~(np.isnan(b) | np.isnan(v))
+    b, v = b[ok], v[ok]
+    d = v - b
+    n = len(d)
+    low, high = t_interval(d)
+    row = {
+        "n_pairs": n,
+        "mean_baseline": float(b.mean()) if n else np.nan,
+        "mean_variant": float(v.mean()) if n else np.nan,
+        "mean_diff": float(d.mean()) if n else np.nan,
+        "std_diff": float(d.std(ddof=1)) if n > 1 else np.nan,
+        "diff_ci95_low": low,
+        "diff_ci95_high": high,
+        "t_stat": np.nan,
+        "p_ttest": np.nan,
+        "p_wilcoxon": np.nan,
+        "note": "",
+    }
+    if n < 2:
+        row["note"] = f"n={n} pair(s): no test"
+        return row
+    if np.all(d == 0):
+        row["note"] = "all differences zero: no test"
+        return row
+    notes = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = stats.ttest_rel(v, b)
+        row["t_stat"], row["p_ttest"] = float(t.statistic), float(t.pvalue)
+        if np.all(d == d[0]):
+            notes.append("constant nonzero difference: t-test degenerate (t=inf)")
+        try:
+            row["p_wilcoxon"] = float(stats.wilcoxon(d).pvalue)
+        except ValueError as exc:
+            notes.append(f"wilcoxon: {exc}")
+    if np.any(d == 0):
+        notes.append("zero differences dropped by wilcoxon")
+    if n < 6:
+        notes.append(f"n={n}: smallest possible two-sided wilcoxon p is {2 / 2 ** n:.3g}")
+    row["note"] = "; ".join(notes)
+    return row
+
+
+STAT_COLUMNS = ["variant", "baseline", "metric", "n_pairs", "seeds", "mean_baseline", "mean_variant", "mean_diff",
+                "std_diff", "diff_ci95_low", "diff_ci95_high", "t_stat", "p_ttest", "p_ttest_holm", "p_wilcoxon",
+                "p_wilcoxon_holm", "note"]
+
+
+def _empty(cell: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(columns=cell + STAT_COLUMNS)
+
+
+def compare_metrics(runs: pd.DataFrame) -> list[str]:
+    """The value columns compared by default: final values of accuracy, retrieval and association metrics."""
+    return [c for c in runs.columns if c.startswith("final/") and c[len("final/") :].startswith(COMPARE_PREFIXES)]
+
+
+def compare_variants(
+    runs: pd.DataFrame,
+    keys: list[str],
+    baseline: str | None = None,
+    metrics: list[str] | None = None,
+) -> tuple[pd.DataFrame, str | None, list[str]]:
+    """(table, baseline used, notes). ``runs`` as collected: only rows with ``used`` enter the comparison."""
+    notes: list[str] = []
+    used = runs[runs["used"]]
+    cell = [k for k in keys if k not in VARIANT_COLUMNS]
+    variants = sorted(used["variant"].dropna().unique())
+    if baseline is None:
+        if DEFAULT_BASELINE in variants:
+            baseline = DEFAULT_BASELINE
+        else:
+            notes.append(f"no comparison: default baseline {DEFAULT_BASELINE!r} absent (variants: "
+                         f"{', '.join(variants) or 'none'}); pass --baseline")
+            return _empty(cell), None, notes
+    if baseline not in variants:
+        notes.append(f"no comparison: baseline {baseline!r} has no finished trial (variants: {', '.join(variants)})")
+        return _empty(cell), baseline, notes
+    others = [v for v in variants if v != baseline]
+    if not others:
+        notes.append(f"no comparison: only the baseline variant {baseline!r} ran")
+        return _empty(cell), baseline, notes
+    metrics = metrics if metrics is not None else compare_metrics(runs)
+
+    base = used[used["variant"] == baseline]
+    absent = [m for m in metrics if m in base and base[m].isna().all()]
+    if absent:
+        notes.append(f"not compared, the baseline {baseline!r} logs no value of: "
+                     + ", ".join(m.removeprefix("final/") for m in absent))
+        metrics = [m for m in metrics if m not in absent]
+    rows = []
+    for variant in others:
+        mine = used[used["variant"] == variant]
+        pairs = mine.merge(base, on=cell + ["seed"], suffixes=("", "__base"))
+        for ckey, grp in mine.groupby(cell, dropna=False, sort=True):
+            ckey = ckey if isinstance(ckey, tuple) else (ckey,)
+            sel = np.ones(len(pairs), dtype=bool)
+            for k, val in zip(cell, ckey):
+                col = pairs[k]
+                sel &= (col.isna().to_numpy() if pd.isna(val) else (col == val).to_numpy())
+            cp = pairs[sel]
+            for metric in metrics:
+                if metric not in pairs.columns or grp[metric].isna().all():
+                    continue
+                if cp.empty or cp[f"{metric}__base"].isna().all():
+                    row = paired_test([], [])
+                    row["note"] = f"baseline {baseline!r} has no value for this cell/metric" if not cp.empty else \
+                        f"no seed shared with baseline {baseline!r} in this cell"
+                else:
+                    row = paired_test(cp[f"{metric}__base"], cp[metric])
+                rows.append({**dict(zip(cell, ckey)), "variant": variant, "baseline": baseline, "metric": metric,
+                             "seeds": ",".join(str(int(s)) for s in sorted(cp["seed"].dropna())), **row})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        notes.append("no comparison: no metric shared between the baseline and the other variants")
+        return _empty(cell), baseline, notes
+    table["p_ttest_holm"] = np.nan
+    table["p_wilcoxon_holm"] = np.nan
+    for _, idx in table.groupby("metric", sort=False).groups.items():
+        table.loc[idx, "p_ttest_holm"] = holm(table.loc[idx, "p_ttest"])
+        table.loc[idx, "p_wilcoxon_holm"] = holm(table.loc[idx, "p_wilcoxon"])
+    table = table[cell + STAT_COLUMNS]
+    table["n_pairs"] = table["n_pairs"].astype("int64")
+    return table, baseline, notes

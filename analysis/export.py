@@ -1,0 +1,228 @@
+"""The export pipeline: collect -> aggregate -> compare -> exchange rate -> tables and plots, written atomically.
+
+Everything is written into a temporary directory beside the target and moved into place at the end, so a failed
+export leaves no partial output directory (and an earlier export of the same study stays until the new one is
+complete).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+import pandas as pd
+
+from analysis import plots as P
+from analysis import tables as T
+from analysis.aggregate import CI_METHODS, MAIN_METRICS, present_main, summarize
+from analysis.collect import AnalysisError, StudyData, collect_study
+from analysis.compare import compare_variants
+from analysis.exchange import exchange_rates
+
+log = logging.getLogger("analysis")
+
+DEFAULT_OUT_ROOT = "reports"  # default output: reports/<study> under the current directory
+DEFAULT_PLOT_METRICS = ("acc/image_probe_h", "acc/sound_probe_h", "retrieval/i2s_r1", "assoc/i2s_acc")
+DEFAULT_HEATMAP_METRICS = ("acc/image_probe_h", "assoc/i2s_acc")
+DEFAULT_EXCHANGE_METRICS = ("acc/image_probe_h", "acc/sound_probe_h", "assoc/i2s_acc")
+
+
+@dataclass
+class ExportOptions:
+    study: str
+    tracking_uri: str | None = None
+    out: str | None = None  # default reports/<study>
+    baseline: str | None = None  # default unimodal when it ran
+    ci: str = "t"  # t | bootstrap
+    metrics: list[str] | None = None  # globs over metric names; None = every metric
+    n_resamples: int = 9999  # bootstrap resamples
+    plots: bool = True
+    plot_metrics: list[str] | None = None  # accuracy-vs-pairing figures (metric names without final/)
+    heatmap_metric: str | None = None
+    heatmap_variant: str = "bma"
+    exchange_metric: str | None = None  # the one plotted; the table covers DEFAULT_EXCHANGE_METRICS + this
+    info_plane: list[tuple[str, str]] | None = None
+    parent_run: str | None = None
+
+
+@dataclass
+class ExportResult:
+    out_dir: str
+    files: list[str]
+    notes: list[str]
+    data: StudyData = field(repr=False)
+    summary: pd.DataFrame = field(repr=False)
+    compare: pd.DataFrame = field(repr=False)
+    exchange: pd.DataFrame = field(repr=False)
+
+
+def _write_table(df: pd.DataFrame, base: str, formats=("csv", "parquet")) -> list[str]:
+    out = []
+    for fmt in formats:
+        path = f"{base}.{fmt}"
+        if fmt == "csv":
+            df.to_csv(path, index=False)
+        else:
+            df.to_parquet(path, index=False)
+        out.append(path)
+    return out
+
+
+def _write_text(path: str, text: str) -> str:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return path
+
+
+def _first_present(candidates, metrics: list[str]) -> str | None:
+    for m in candidates:
+        if m in metrics:
+            return m
+    return None
+
+
+def build_outputs(data: StudyData, opts: ExportOptions, out_dir: str) -> tuple[list[str], list[str], dict]:
+    """Write every table and figure of ``data`` into ``out_dir`` (which exists); returns (files, notes, frames)."""
+    if opts.ci not in CI_METHODS:
+        raise AnalysisError(f"--ci: expected one of {', '.join(CI_METHODS)}, got {opts.ci!r}")
+    notes = list(data.notes)
+    files: list[str] = []
+    runs, keys = data.runs, data.keys
+    if opts.baseline and opts.baseline not in set(runs["variant"].dropna()):
+        raise AnalysisError(f"--baseline {opts.baseline!r}: no trial of study {data.study!r} has that variant "
+                            f"(variants: {', '.join(sorted(set(runs['variant'].dropna())))})")
+    header = {"study": data.study, "tracking_uri": data.tracking_uri, "experiment_id": data.experiment_id}
+    j = lambda name: os.path.join(out_dir, name)  # noqa: E731
+
+    # trials and histories
+    files += _write_table(runs, j("runs"), ("parquet", "csv"))
+    data.histories.to_parquet(j("histories.parquet"), index=False)
+    files.append(j("histories.parquet"))
+
+    # summary
+    summary = summarize(runs, keys, ci=opts.ci, n_resamples=opts.n_resamples)
+    main_cols = present_main(data.metrics) or [f"final/{m}" for m in data.metrics[:6]]
+    n_single = int((summary["n_seeds"] == 1).sum())
+    if n_single:
+        notes.append(f"{n_single} cell(s) with a single finished seed: no CI (NaN)")
+    empty = summary[summary["n_seeds"] == 0]
+    if len(empty):
+        notes.append(f"{len(empty)} cell(s) without any finished trial (stats NaN, listed with their failures)")
+    files += _write_table(summary, j("summary"))
+
+    # comparisons
+    compare, baseline, cnotes = compare_variants(runs, keys, opts.baseline)
+    notes += cnotes
+    files += _write_table(compare, j("compare"))
+    files.append(_write_text(j("compare.md"), T.compare_markdown(compare, keys, baseline, header, cnotes, main_cols)))
+    files.append(_write_text(j("compare.tex"), T.compare_latex(compare, keys, baseline, data.study, main_cols)))
+
+    # exchange rate
+    ex_metrics = [f"final/{m}" for m in DEFAULT_EXCHANGE_METRICS if m in data.metrics]
+    if opts.exchange_metric:
+        wanted = opts.exchange_metric.removeprefix("final/")
+        if wanted not in data.metrics:
+            notes.append(f"--exchange-metric {wanted}: not logged by this study")
+        elif f"final/{wanted}" not in ex_metrics:
+            ex_metrics.insert(0, f"final/{wanted}")
+    if not ex_metrics and data.metrics:
+        ex_metrics = main_cols[:1]
+    exchange, xnotes = exchange_rates(runs, keys, ex_metrics)
+    notes += xnotes
+    files += _write_table(exchange, j("exchange_rate"))
+    files.append(_write_text(j("exchange_rate.md"), T.exchange_markdown(exchange, keys, header, xnotes)))
+
+    # figures
+    if opts.plots:
+        pdir = j("plots")
+        os.makedirs(pdir, exist_ok=True)
+        plot_metrics = opts.plot_metrics or [m for m in DEFAULT_PLOT_METRICS if m in data.metrics] or data.metrics[:1]
+        used_runs = runs[runs["used"]]
+        for m in plot_metrics:
+            f, n = P.accuracy_vs_pairing(summary, keys, f"final/{m.removeprefix('final/')}", pdir, opts.ci)
+            files, notes = files + f, notes + n
+        hm = opts.heatmap_metric or _first_present(DEFAULT_HEATMAP_METRICS, data.metrics) or \
+            (data.metrics[0] if data.metrics else None)
+        if hm:
+            f, n = P.heatmap_slots_tau(summary, keys, f"final/{hm.removeprefix('final/')}", opts.heatmap_variant, pdir)
+            files, notes = files + f, notes + n
+        f, n = P.info_over_epochs(runs, data.histories, keys, pdir)
+        files, notes = files + f, notes + n
+        f, n = P.info_plane(runs, data.histories, keys, pdir, opts.info_plane)
+        files, notes = files + f, notes + n
+        xm = ("final/" + opts.exchange_metric.removeprefix("final/")) if opts.exchange_metric else \
+            (ex_metrics[0] if ex_metrics else None)
+        if xm:
+            f, n = P.exchange_rate_plot(exchange, keys, xm, pdir)
+            files, notes = files + f, notes + n
+        if used_runs.empty:
+            notes.append("no finished trial: figures have nothing to show")
+
+    # the human-readable summary last: it lists every note gathered above
+    files.append(_write_text(j("summary.md"), T.summary_markdown(summary, runs, keys, main_cols, opts.ci,
+                                                                 opts.n_resamples, header, notes)))
+    files.append(_write_text(j("summary.tex"), T.summary_latex(summary, keys, main_cols, opts.ci, opts.n_resamples,
+                                                               data.study)))
+    manifest = {
+        "study": data.study,
+        "tracking_uri": data.tracking_uri,
+        "experiment_id": data.experiment_id,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "options": {k: v for k, v in asdict(opts).items()},
+        "keys": keys,
+        "baseline": baseline,
+        "trials": {s: int(c) for s, c in runs["state"].value_counts().items()},
+        "cells": len(summary),
+        "git_commits": sorted(str(c) for c in runs["git_commit"].dropna().unique()),
+        "metrics": data.metrics,
+        "files": sorted(os.path.relpath(f, out_dir) for f in files),
+        "notes": notes,
+    }
+    files.append(_write_text(j("manifest.json"), json.dumps(manifest, indent=2, default=str) + "\n"))
+    return files, notes, {"summary": summary, "compare": compare, "exchange": exchange}
+
+
+def run_export(opts: ExportOptions) -> ExportResult:
+    """Collect the study, then write every output into ``opts.out`` (default reports/<study>) atomically."""
+    data = collect_study(opts.study, opts.tracking_uri, opts.metrics, opts.parent_run)  # errors before any output
+    out_dir = os.path.abspath(opts.out or os.path.join(DEFAULT_OUT_ROOT, data.study))
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise AnalysisError(f"--out {out_dir} exists and is not a directory")
+    parent = os.path.dirname(out_dir)
+    made = []
+    probe = parent
+    while not os.path.exists(probe):
+        made.append(probe)
+        probe = os.path.dirname(probe)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.partial-", dir=parent)
+    try:
+        files, notes, frames = build_outputs(data, opts, tmp)
+        old = None
+        if os.path.exists(out_dir):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=parent)
+            os.rmdir(old)
+            os.rename(out_dir, old)
+        os.rename(tmp, out_dir)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for d in made:  # directories this call created, deepest first
+            try:
+                os.rmdir(d)
+            except OSError:
+                break
+        raise
+    files = [os.path.join(out_dir, os.path.relpath(f, tmp)) for f in files]
+    for n in notes:
+        log.info("note: %s", n)
+    return ExportResult(out_dir, files, notes, data, frames["summary"], frames["compare"], frames["exchange"])
+
+
+__all__ = ["ExportOptions", "ExportResult", "MAIN_METRICS", "build_outputs", "run_export"]

@@ -1,0 +1,292 @@
+"""Readable Markdown and LaTeX renderings of the summary, comparison and exchange-rate tables.
+
+CSV/Parquet carry every column; these carry a curated set: the keys that vary, the seed and failure counts and
+the main metrics as ``mean ± CI half-width`` (or ``mean [low, high]`` for the asymmetric bootstrap interval).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from analysis.aggregate import constant_keys
+from analysis.collect import short_name
+
+DASH = "–"
+
+
+def fmt_num(x, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA:
+        return DASH
+    if isinstance(x, (bool, np.bool_)):
+        return str(bool(x))
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if isinstance(x, (float, np.floating)):
+        return str(int(x)) if float(x).is_integer() else f"{x:.{digits + 1}g}"
+    return str(x)
+
+
+def fmt_key(x) -> str:
+    """A cell-key value as written in a grid spec: 0.1, 2000, softmax."""
+    if isinstance(x, (float, np.floating)) and not math.isnan(x):
+        return f"{x:g}"
+    return fmt_num(x)
+
+
+def fmt_p(p) -> str:
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return DASH
+    return f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
+
+
+def fmt_ci(mean, low, high, n, ci: str, digits: int = 3, pm: str = "±") -> str:
+    """``0.912 ± 0.013``; ``0.912 [0.900, 0.925]`` for bootstrap; ``0.912 (n=1, no CI)``; a dash without data."""
+    if n == 0 or mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return DASH
+    if n == 1 or math.isnan(low):
+        return f"{mean:.{digits}f} (n={int(n)}, no CI)"
+    if ci == "t":
+        return f"{mean:.{digits}f} {pm} {(high - low) / 2:.{digits}f}"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def latex_escape(text: str) -> str:
+    repl = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+            "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    out = "".join(repl.get(ch, ch) for ch in str(text))
+    return out.replace("±", r"$\pm$").replace("–", "--").replace("Δ", r"$\Delta$")
+
+
+def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
+    """A booktabs ``table`` of string cells (needs \\usepackage{booktabs}); text is escaped."""
+    cols = list(table.columns)
+    align = "".join("l" if i < 1 or not _numeric_looking(table[c]) else "r" for i, c in enumerate(cols))
+    lines = [
+        r"\begin{table}[ht]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{{latex_escape(caption)}}}",
+        rf"\label{{{label}}}",
+        rf"\begin{{tabular}}{{{align}}}",
+        r"\toprule",
+        " & ".join(latex_escape(c) for c in cols) + r" \\",
+        r"\midrule",
+    ]
+    for _, row in table.iterrows():
+        lines.append(" & ".join(latex_escape(v) for v in row.tolist()) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+def _numeric_looking(col: pd.Series) -> bool:
+    return all(str(v).replace(".", "", 1).replace("-", "", 1).strip().isdigit() for v in col if str(v) != DASH)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "_(no rows)_\n"
+    return table.to_markdown(index=False, disable_numparse=True) + "\n"
+
+
+# -- summary -----------------------------------------------------------------------------------------------------
+
+
+def summary_display(summary: pd.DataFrame, keys: list[str], main_cols: list[str], ci: str,
+                    pm: str = "±") -> pd.DataFrame:
+    """The curated summary: varying keys (short names), n, failures, main metrics as mean ± CI half-width."""
+    fixed = constant_keys(summary, keys)
+    shown_keys = [k for k in keys if k not in fixed and k != "model.variant"]
+    out = pd.DataFrame({"variant": summary["variant"].astype(str)})
+    for k in shown_keys:
+        if k != "variant":
+            out[short_name(k)] = summary[k].map(fmt_key)
+    out["n"] = summary["n_seeds"].astype(int).astype(str)
+    if summary["n_failed"].sum():
+        out["failed"] = summary["n_failed"].astype(int).astype(str)
+    if summary["n_running"].sum():
+        out["running"] = summary["n_running"].astype(int).astype(str)
+    for col in main_cols:
+        out[col.removeprefix("final/")] = [
+            fmt_ci(r[f"{col}_mean"], r[f"{col}_ci95_low"], r[f"{col}_ci95_high"], r[f"{col}_n"], ci, pm=pm)
+            for _, r in summary.iterrows()
+        ]
+    return out
+
+
+def ci_phrase(ci: str, n_resamples: int) -> str:
+    if ci == "t":
+        return "mean ± half-width of the 95 % Student-t interval over seeds (t quantile with n-1 dof)"
+    return f"mean [2.5 %, 97.5 %] percentile bootstrap interval over seeds ({n_resamples} resamples)"
+
+
+def problems_table(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Failed and running trials (not superseded by a later finished run), for the summary's list."""
+    bad = runs[(runs["state"] != "finished") & ~runs["superseded"]]
+    return pd.DataFrame({
+        "run": bad["run_name"].astype(str),
+        "run_id": bad["run_id"].astype(str),
+        "state": bad["state"].astype(str),
+        "mlflow status": bad["mlflow_status"].astype(str),
+        "seed": bad["seed"].map(fmt_num),
+        "epochs logged": bad["n_epochs"].map(fmt_num),
+        "error": bad["error"].map(lambda e: DASH if e is None or (isinstance(e, float) and math.isnan(e))
+                                  else " ".join(str(e).split())[:160]),
+    })
+
+
+def summary_markdown(summary, runs, keys, main_cols, ci, n_resamples, header: dict, notes: list[str]) -> str:
+    fixed = constant_keys(summary, keys)
+    counts = runs["state"].value_counts()
+    lines = [f"# Study `{header['study']}`: summary", ""]
+    lines.append(f"- tracking store: `{header['tracking_uri']}` (experiment {header['experiment_id']})")
+    lines.append(
+        f"- trials: {len(runs)} runs ({int(counts.get('finished', 0))} finished, "
+        f"{int(counts.get('failed', 0))} failed, "
+        f"{int(counts.get('running', 0))} running; {int(runs['superseded'].sum())} superseded), "
+        f"{len(summary)} cells"
+    )
+    lines.append(f"- values: final value (last logged epoch) of each metric; {ci_phrase(ci, n_resamples)}")
+    lines.append("- `n`: finished seeds aggregated in the cell; a cell with n=1 has no CI (\"n=1, no CI\")")
+    if fixed:
+        lines.append("- fixed in this study: " + ", ".join(f"{short_name(k)} = {fmt_key(v)}" for k, v in fixed.items()))
+    lines += ["", to_markdown(summary_display(summary, keys, main_cols, ci))]
+    probs = problems_table(runs, keys)
+    lines.append(f"## Failed and running trials ({len(probs)})")
+    lines.append("")
+    if len(probs):
+        lines.append("Counted per cell in `n_failed` / `n_running`, never aggregated.")
+        lines.append("")
+        lines.append(to_markdown(probs))
+    else:
+        lines.append("None: every trial finished.")
+        lines.append("")
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(lines)
+
+
+def summary_latex(summary, keys, main_cols, ci, n_resamples, study: str) -> str:
+    fixed = constant_keys(summary, keys)
+    shown = summary_display(summary, keys, main_cols, ci)
+    cap = f"Study {study}: {ci_phrase(ci, n_resamples)}; n = seeds per cell"
+    if fixed:
+        cap += "; fixed: " + ", ".join(f"{short_name(k)} = {fmt_key(v)}" for k, v in fixed.items())
+    return to_latex(shown, cap, f"tab:{_label(study)}-summary")
+
+
+def _label(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in text)
+
+
+# -- comparison --------------------------------------------------------------------------------------------------
+
+
+def compare_display(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    cell = [k for k in keys if k not in ("model.variant", "variant") and k in table]
+    fixed = constant_keys(table, cell)
+    out = pd.DataFrame({"variant": table["variant"].astype(str)})
+    for k in cell:
+        if k not in fixed:
+            out[short_name(k)] = table[k].map(fmt_key)
+    out["metric"] = table["metric"].str.removeprefix("final/")
+    out["n"] = table["n_pairs"].astype(str)
+    out["Δ mean [95 % CI]"] = [
+        DASH if math.isnan(r.mean_diff) else
+        (f"{r.mean_diff:+.3f}" if math.isnan(r.diff_ci95_low) else
+         f"{r.mean_diff:+.3f} [{r.diff_ci95_low:+.3f}, {r.diff_ci95_high:+.3f}]")
+        for r in table.itertuples()
+    ]
+    star = lambda p: "*" if (not math.isnan(p) and p < 0.05) else ""  # noqa: E731
+    out["p (t)"] = table["p_ttest"].map(fmt_p)
+    out["p (t, Holm)"] = [fmt_p(p) + star(p) for p in table["p_ttest_holm"]]
+    out["p (Wilcoxon)"] = table["p_wilcoxon"].map(fmt_p)
+    out["p (W, Holm)"] = [fmt_p(p) + star(p) for p in table["p_wilcoxon_holm"]]
+    out["note"] = table["note"].fillna("").astype(str)
+    return out
+
+
+def compare_markdown(table, keys, baseline, header: dict, notes: list[str], main_cols: list[str]) -> str:
+    against = f"the baseline `{baseline}`" if baseline else "a baseline"
+    lines = [f"# Study `{header['study']}`: variants against {against}", ""]
+    if table.empty:
+        lines += ["No comparison was possible.", ""] + [f"- {n}" for n in notes] + [""]
+        return "\n".join(lines)
+    lines += [
+        "- pairs: same cell (every key but the variant) and same seed; Δ = variant - baseline, final values",
+        "- tests: paired t-test (scipy.stats.ttest_rel) and Wilcoxon signed-rank (scipy.stats.wilcoxon), two-sided;",
+        "  Holm correction across every test of the same metric (all cells, all variants); * : adjusted p < 0.05",
+        "- with 3 seeds the smallest possible two-sided Wilcoxon p is 0.25: only the t-test can reach significance",
+        "- full table (every compared metric, every column): compare.csv / compare.parquet",
+        "",
+    ]
+    cell = [k for k in keys if k not in ("model.variant", "variant") and k in table]
+    fixed = constant_keys(table, cell)
+    if fixed:
+        lines += ["fixed: " + ", ".join(f"{short_name(k)} = {fmt_key(v)}" for k, v in fixed.items()), ""]
+    unmatched = table[table["n_pairs"] == 0]
+    if len(unmatched):
+        lines += [f"{len(unmatched)} row(s) without a single pair (no baseline trial of that cell and seed) are left "
+                  "out below; compare.csv lists them with their note.", ""]
+    shown = [m for m in main_cols if m in set(table["metric"])] or sorted(table["metric"].unique())
+    for metric in shown:
+        sub = table[(table["metric"] == metric) & (table["n_pairs"] > 0)]
+        shown_table = compare_display(sub, keys).drop(columns="metric")
+        lines += [f"## {metric.removeprefix('final/')}", "", to_markdown(shown_table)]
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(lines)
+
+
+def compare_latex(table, keys, baseline, study: str, main_cols: list[str]) -> str:
+    if table.empty:
+        return f"% study {study}: no comparison against {baseline}\n"
+    shown = [m for m in main_cols if m in set(table["metric"])] or sorted(table["metric"].unique())
+    sub = table[table["metric"].isin(shown) & (table["n_pairs"] > 0)]
+    disp = compare_display(sub, keys).drop(columns="note")
+    cap = (f"Study {study}: paired differences against {baseline} (same cell and seed); p-values of the paired "
+           "t-test and the Wilcoxon signed-rank test, Holm-corrected per metric; * adjusted p < 0.05")
+    return to_latex(disp, cap, f"tab:{_label(study)}-compare")
+
+
+# -- exchange rate -----------------------------------------------------------------------------------------------
+
+
+def exchange_markdown(table, keys, header: dict, notes: list[str]) -> str:
+    lines = [f"# Study `{header['study']}`: exchange rate of unpaired samples for pairs", ""]
+    lines += [
+        "R = (dA/dP) / (dA/dU): how many unpaired samples (per modality) buy the same gain in the metric A as one",
+        "more pair, from the bilinear interpolation of the seed-mean grid A(p, N) over each rectangle",
+        "[p_low, p_high] x [N_low, N_high] (P = pN pairs, U = (1-p)N unpaired). Marginal values per 1,000 samples,",
+        "CI over seeds (t). Method: docs/analysis.md, section \"Exchange rate\".",
+        "",
+    ]
+    if table.empty:
+        lines += ["No estimate was possible."] + [f"- {n}" for n in notes] + [""]
+        return "\n".join(lines)
+    group = [k for k in keys if k in table and k not in ("regime.pairing_ratio", "regime.train_size")]
+    fixed = constant_keys(table, group)
+    for metric, sub in table.groupby("metric", sort=False):
+        disp = pd.DataFrame({"variant": sub["variant"].astype(str) if "variant" in sub else sub["model.variant"]})
+        for k in group:
+            if k not in fixed and k not in ("model.variant", "variant"):
+                disp[short_name(k)] = sub[k].map(fmt_key)
+        disp["p"] = [f"{a:g}–{b:g}" for a, b in zip(sub["p_low"], sub["p_high"])]
+        disp["N"] = [f"{a}–{b}" for a, b in zip(sub["N_low"], sub["N_high"])]
+        for col, name in (("dA_dP_per_1k", "dA/dP per 1k"), ("dA_dU_per_1k", "dA/dU per 1k")):
+            disp[name] = [
+                f"{m:.4f}" + ("" if math.isnan(lo) else f" [{lo:.4f}, {hi:.4f}]")
+                for m, lo, hi in zip(sub[col], sub[f"{col}_ci95_low"], sub[f"{col}_ci95_high"])
+            ]
+        disp["R (unpaired per pair)"] = sub["exchange_rate"].map(lambda r: DASH if math.isnan(r) else f"{r:.3g}")
+        disp["seeds"] = sub["n_seeds"].astype(str)
+        disp["note"] = sub["note"].fillna("").astype(str)
+        lines += [f"## {metric.removeprefix('final/')}", ""]
+        if fixed:
+            lines += ["fixed: " + ", ".join(f"{short_name(k)} = {fmt_key(v)}" for k, v in fixed.items()), ""]
+        lines.append(to_markdown(disp))
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(lines)

@@ -1,0 +1,361 @@
+"""The export against the hand-built store of conftest.py: records, aggregates, tests, exports, plots, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from analysis.__main__ import main
+from analysis.collect import collect_study
+from analysis.compare import holm
+from analysis.export import ExportOptions, run_export
+from analysis.plots import accuracy_vs_pairing, info_over_epochs
+from bma.config import CELL_KEYS
+
+KEYS = ["regime.pairing_ratio", "regime.train_size", "model.memory_slots", "model.tau_m", "model.variant"]
+MAIN = "acc/image_probe_h"
+
+
+def _cell(df, variant, p, n, slots=64, tau_m=0.1):
+    m = (df["model.variant"] == variant) & np.isclose(df["regime.pairing_ratio"], p) & (df["regime.train_size"] == n) \
+        & (df["model.memory_slots"] == slots) & np.isclose(df["model.tau_m"], tau_m)
+    return df[m]
+
+
+def _finals(store, variant, p, n, metric, slots=64, tau_m=0.1, seeds=(0, 1, 2)):
+    return np.array([store.values[(variant, p, n, slots, tau_m, s)][metric][-1] for s in seeds])
+
+
+# -- runs.parquet ------------------------------------------------------------------------------------------------
+
+
+def test_runs_one_row_per_trial_with_typed_keys(exported, store):
+    runs = pd.read_parquet(os.path.join(exported.out_dir, "runs.parquet"))
+    assert len(runs) == len(store.values) + 2  # + the failed and the running trial
+    assert runs["run_id"].is_unique
+    assert set(runs["run_id"]) == {rid for k, rid in store.run_ids.items() if k[0] != "edge"}
+    for k in CELL_KEYS:
+        assert k in runs.columns
+    assert runs["regime.pairing_ratio"].dtype == np.float64
+    assert runs["regime.train_size"].dtype == np.int64
+    assert runs["model.memory_slots"].dtype == np.int64
+    assert set(runs["model.variant"]) == {"bma", "unimodal"}
+    assert runs["seed"].notna().all() and set(runs["seed"]) == {0, 1, 2, 3}
+    assert set(runs["state"]) == {"finished", "failed", "running"}
+
+
+def test_final_and_best_per_metric(exported, store):
+    runs = exported.data.runs.set_index("run_id")
+    for key, vals in store.values.items():
+        row = runs.loc[store.run_ids[key]]
+        for metric, series in vals.items():
+            assert row[f"final/{metric}"] == pytest.approx(series[-1])
+            best = min(series) if metric.startswith(("loss/", "time/")) else max(series)
+            assert row[f"best/{metric}"] == pytest.approx(best)
+        assert row["n_epochs"] == 3
+    # best differs from final where the fixture made it so
+    key = ("bma", 0.1, 1000, 64, 0.1, 0)
+    row = runs.loc[store.run_ids[key]]
+    assert row[f"best/{MAIN}"] > row[f"final/{MAIN}"]
+    assert row["best/loss/total"] < row["final/loss/total"]
+    # unimodal logs no association metric: NaN, not absent
+    assert math.isnan(runs.loc[store.run_ids[("unimodal", 0.1, 1000, 64, 0.1, 0)], "final/assoc/i2s_acc"])
+
+
+def test_histories_one_row_per_logged_value(exported, store):
+    hist = pd.read_parquet(os.path.join(exported.out_dir, "histories.parquet"))
+    assert list(hist.columns) == ["run_id", "metric", "step", "value"]
+    key = ("bma", 0.5, 1000, 64, 0.1, 2)
+    h = hist[(hist["run_id"] == store.run_ids[key]) & (hist["metric"] == "info/I_zv_zs/infonce")]
+    assert h["step"].tolist() == [1, 2, 3]
+    np.testing.assert_allclose(h["value"], store.values[key]["info/I_zv_zs/infonce"])
+
+
+def test_metric_globs_select_metrics(store):
+    data = collect_study(store.study, store.uri, metrics=["acc/*"])
+    assert data.metrics == ["acc/image_probe_h", "acc/sound_probe_h"]
+    assert not [c for c in data.runs.columns if c.startswith("final/") and "acc/" not in c]
+
+
+# -- summary -----------------------------------------------------------------------------------------------------
+
+
+def test_summary_mean_std_ci_equal_scipy(exported, store):
+    summary = pd.read_parquet(os.path.join(exported.out_dir, "summary.parquet"))
+    for variant in ("bma", "unimodal"):
+        for p in (0.1, 0.5):
+            x = _finals(store, variant, p, 1000, MAIN)
+            row = _cell(summary, variant, p, 1000).iloc[0]
+            col = f"final/{MAIN}"
+            assert row["n_seeds"] == 3 and row[f"{col}_n"] == 3
+            assert row[f"{col}_mean"] == pytest.approx(x.mean())
+            assert row[f"{col}_std"] == pytest.approx(x.std(ddof=1))
+            lo, hi = stats.t.interval(0.95, df=2, loc=x.mean(), scale=stats.sem(x))
+            assert row[f"{col}_ci95_low"] == pytest.approx(lo)
+            assert row[f"{col}_ci95_high"] == pytest.approx(hi)
+
+
+def test_summary_bootstrap_option_uses_scipy_bootstrap(exported, store):
+    from analysis.aggregate import summarize
+
+    summary = summarize(exported.data.runs, exported.data.keys, ci="bootstrap", n_resamples=999)
+    x = _finals(store, "bma", 0.1, 1000, MAIN)
+    ref = stats.bootstrap((x,), np.mean, n_resamples=999, method="percentile", rng=np.random.default_rng(0))
+    row = _cell(summary, "bma", 0.1, 1000).iloc[0]
+    assert row[f"final/{MAIN}_ci95_low"] == pytest.approx(ref.confidence_interval.low)
+    assert row[f"final/{MAIN}_ci95_high"] == pytest.approx(ref.confidence_interval.high)
+
+
+def test_failed_and_running_are_counted_and_listed(exported, store):
+    summary = exported.summary
+    failed_cell = _cell(summary, "bma", 0.5, 1000).iloc[0]
+    assert failed_cell["n_failed"] == 1 and failed_cell["n_seeds"] == 3 and failed_cell["seeds"] == "0,1,2"
+    running_cell = _cell(summary, "unimodal", 0.1, 2000).iloc[0]
+    assert running_cell["n_running"] == 1 and running_cell["n_seeds"] == 1
+    assert summary["n_failed"].sum() == 1 and summary["n_running"].sum() == 1
+    md = open(os.path.join(exported.out_dir, "summary.md")).read()
+    assert "Failed and running trials (2)" in md
+    assert store.run_ids[("failed",)] in md and "CUDA out of memory" in md
+    assert store.run_ids[("running",)] in md
+    # the failed trial's one epoch never reaches the aggregate
+    runs = exported.data.runs.set_index("run_id")
+    assert not runs.loc[store.run_ids[("failed",)], "used"]
+
+
+def test_single_seed_cell_has_nan_ci_and_says_so(exported):
+    row = _cell(exported.summary, "bma", 0.5, 2000).iloc[0]
+    assert row["n_seeds"] == 1
+    assert not math.isnan(row[f"final/{MAIN}_mean"])
+    for suffix in ("std", "ci95_low", "ci95_high"):
+        assert math.isnan(row[f"final/{MAIN}_{suffix}"])
+    md = open(os.path.join(exported.out_dir, "summary.md")).read()
+    assert "n=1, no CI" in md
+
+
+def _norm(line: str) -> str:
+    return re.sub(r"\s+", "", line)
+
+
+def test_every_export_reads_back_and_tables_contain_every_cell(exported):
+    out = exported.out_dir
+    summary = exported.summary
+    for name in ("runs", "summary", "compare", "exchange_rate"):
+        csv = pd.read_csv(os.path.join(out, f"{name}.csv"))
+        parquet = pd.read_parquet(os.path.join(out, f"{name}.parquet"))
+        assert len(csv) == len(parquet) > 0
+        assert list(csv.columns) == list(parquet.columns)
+    csv = pd.read_csv(os.path.join(out, "summary.csv"))
+    np.testing.assert_allclose(csv[f"final/{MAIN}_mean"], summary[f"final/{MAIN}_mean"])
+    md = _norm(open(os.path.join(out, "summary.md")).read())
+    tex = _norm(open(os.path.join(out, "summary.tex")).read())
+    assert tex.startswith(r"\begin{table}") and r"\end{tabular}" in tex
+    for _, r in summary.iterrows():
+        cells = [r["variant"], f"{r['regime.pairing_ratio']:g}", str(r["regime.train_size"]),
+                 str(r["model.memory_slots"]), f"{r['model.tau_m']:g}", str(r["n_seeds"])]
+        assert "|" + "|".join(cells) + "|" in md, cells
+        assert "&".join(cells) + "&" in tex, cells
+    for name in ("compare.md", "compare.tex", "exchange_rate.md"):
+        assert os.path.getsize(os.path.join(out, name)) > 0
+    manifest = json.load(open(os.path.join(out, "manifest.json")))
+    assert manifest["study"] == "quick" and manifest["trials"] == {"finished": 19, "failed": 1, "running": 1}
+    assert not [f for f in os.listdir(os.path.dirname(out)) if ".partial-" in f or ".old-" in f]
+
+
+# -- comparisons -------------------------------------------------------------------------------------------------
+
+
+def test_paired_tests_equal_scipy_and_holm_per_metric(exported, store):
+    cmp = pd.read_parquet(os.path.join(exported.out_dir, "compare.parquet"))
+    metric = f"final/{MAIN}"
+    tested = []
+    for p in (0.1, 0.5):
+        base = _finals(store, "unimodal", p, 1000, MAIN)
+        var = _finals(store, "bma", p, 1000, MAIN)
+        rows = cmp[(cmp["metric"] == metric) & (cmp["variant"] == "bma")].assign(**{"model.variant": "bma"})
+        row = _cell(rows, "bma", p, 1000).iloc[0]
+        assert row["baseline"] == "unimodal" and row["n_pairs"] == 3
+        assert row["mean_diff"] == pytest.approx((var - base).mean())
+        assert row["p_ttest"] == pytest.approx(stats.ttest_rel(var, base).pvalue)
+        assert row["p_wilcoxon"] == pytest.approx(stats.wilcoxon(var - base).pvalue)
+        tested.append(row)
+    # the family of this metric: the two cells with 3 pairs (the single-seed cells have n=1: NaN, no test)
+    fam = cmp[cmp["metric"] == metric]
+    assert fam["p_ttest"].notna().sum() == 2
+    expected = holm([r["p_ttest"] for r in tested])
+    assert [r["p_ttest_holm"] for r in tested] == pytest.approx(list(expected))
+    single = fam[fam["n_pairs"] == 1]
+    assert len(single) == 2 and single["p_ttest"].isna().all() and single["note"].str.contains("n=1").all()
+    # metrics the baseline never logs are not compared
+    assert "final/assoc/i2s_acc" not in set(cmp["metric"])
+
+
+# -- exchange rate -----------------------------------------------------------------------------------------------
+
+
+def test_exchange_rate_matches_a_direct_solution(exported, store):
+    table = pd.read_csv(os.path.join(exported.out_dir, "exchange_rate.csv"))
+    row = table[(table["metric"] == f"final/{MAIN}") & (table["model.variant"] == "bma")
+                & (table["model.memory_slots"] == 64) & np.isclose(table["model.tau_m"], 0.1)].iloc[0]
+    mean = lambda p, n: _finals(store, "bma", p, n, MAIN, seeds=(0, 1, 2) if n == 1000 else (0,)).mean()  # noqa
+    a = {(p, n): mean(p, n) for p in (0.1, 0.5) for n in (1000, 2000)}
+    pm, nm = 0.3, math.sqrt(1000 * 2000)
+    g_p = ((a[0.5, 1000] - a[0.1, 1000]) + (a[0.5, 2000] - a[0.1, 2000])) / 2 / 0.4
+    g_l = ((a[0.1, 2000] - a[0.1, 1000]) + (a[0.5, 2000] - a[0.5, 1000])) / 2 / math.log(2)
+    # dA/dp = N (A_P - A_U), dA/dlnN = N (p A_P + (1 - p) A_U)
+    a_p, a_u = np.linalg.solve([[nm, -nm], [pm * nm, (1 - pm) * nm]], [g_p, g_l])
+    assert row["N_mid"] == pytest.approx(nm)
+    assert row["dA_dP_per_1k"] == pytest.approx(1000 * a_p)
+    assert row["dA_dU_per_1k"] == pytest.approx(1000 * a_u)
+    assert row["exchange_rate"] == pytest.approx(a_p / a_u)
+    assert row["n_seeds"] == 1  # only seed 0 ran in all four corners
+    assert f"{a_p / a_u:.3g}" in open(os.path.join(exported.out_dir, "exchange_rate.md")).read()
+
+
+# -- plots -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [
+    "acc_vs_pairing__final-acc-image_probe_h",
+    "heatmap__final-acc-image_probe_h__bma",
+    "info_epochs__bma",
+    "info_plane__bma",
+    "exchange_rate__final-acc-image_probe_h",
+])
+def test_plot_files_exist_and_are_png_and_svg(exported, name):
+    png = os.path.join(exported.out_dir, "plots", f"{name}.png")
+    svg = os.path.join(exported.out_dir, "plots", f"{name}.svg")
+    with open(png, "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert os.path.getsize(png) > 5000
+    text = open(svg).read()
+    assert "<svg" in text and text.rstrip().endswith("</svg>")
+    if name.startswith("info_"):  # an information figure names its estimators and its sample size
+        assert "infonce" in text and "n = 500" in text
+
+
+def test_plots_skip_gracefully_without_their_axis(exported, tmp_path):
+    one_p = exported.summary[np.isclose(exported.summary["regime.pairing_ratio"], 0.1)]
+    files, notes = accuracy_vs_pairing(one_p, exported.data.keys, f"final/{MAIN}", str(tmp_path))
+    assert files == [] and "one pairing ratio" in notes[0]
+    runs = exported.data.runs
+    no_info = exported.data.histories[~exported.data.histories["metric"].str.startswith("info/")]
+    files, notes = info_over_epochs(runs, no_info, exported.data.keys, str(tmp_path))
+    assert files == [] and "no info" in notes[0]
+    assert not os.listdir(tmp_path)
+
+
+# -- CLI and errors ----------------------------------------------------------------------------------------------
+
+
+def test_cli_export_succeeds_and_replaces_the_output(store, tmp_path, capsys):
+    out = tmp_path / "rep" / "quick"
+    assert main(["export", "--study", "quick", "--tracking-uri", store.uri, "--out", str(out), "-q"]) == 0
+    assert (out / "plots").is_dir()
+    assert main(["export", "--study", "quick", "--tracking-uri", store.uri, "--out", str(out), "--no-plots", "-q"]) == 0
+    assert not (out / "plots").exists() and (out / "summary.md").exists()
+    assert sorted(os.listdir(tmp_path / "rep")) == ["quick"]
+
+
+def test_cli_unknown_study_exits_2_naming_it(store, tmp_path):
+    out = tmp_path / "o" / "nope"
+    proc = subprocess.run(
+        [sys.executable, "-m", "analysis", "export", "--study", "nope", "--tracking-uri", store.uri, "--out", str(out)],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "unknown study 'nope'" in proc.stderr and "quick" in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_empty_experiment_and_missing_store_exit_2(store, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["export", "--study", "empty", "--tracking-uri", store.uri, "--out", str(out / "e")]) == 2
+    assert "no trial runs" in capsys.readouterr().err
+    missing = tmp_path / "nowhere" / "mlflow.db"
+    assert main(["export", "--study", "quick", "--tracking-uri", f"sqlite:///{missing}", "--out", str(out / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "no MLflow store" in err and str(missing) in err
+    assert not missing.exists() and not out.exists()
+
+
+def test_cli_unknown_baseline_exits_2(store, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["export", "--study", "quick", "--tracking-uri", store.uri, "--out", str(out / "q"),
+                 "--baseline", "unimdal", "--no-plots"]) == 2
+    assert "unimdal" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_unreachable_server_exits_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    out = tmp_path / "o"
+    assert main(["export", "--study", "quick", "--tracking-uri", "http://127.0.0.1:9", "--out", str(out)]) == 2
+    assert "http://127.0.0.1:9" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_failure_while_writing_leaves_no_partial_output(store, tmp_path, monkeypatch):
+    import analysis.export as export
+
+    def boom(data, opts, out_dir):
+        open(os.path.join(out_dir, "runs.csv"), "w").write("partial")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(export, "build_outputs", boom)
+    out = tmp_path / "new" / "deeper" / "quick"
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_export(ExportOptions(study="quick", tracking_uri=store.uri, out=str(out)))
+    assert not (tmp_path / "new").exists()
+
+
+# -- an awkward study: one variant, one regime, an extra varying config field, reruns, an all-failed cell ---------
+
+
+def test_edge_study_exports_with_notes(store, tmp_path):
+    out = tmp_path / "edge"
+    res = run_export(ExportOptions(study="edge", tracking_uri=store.uri, out=str(out)))
+    data = res.data
+    assert "model.addressing" in data.keys  # varies across trials: never pooled as seeds
+    runs = data.runs.set_index("run_id")
+    assert not runs.loc[store.run_ids[("edge", "softmax", 0)], "used"]
+    assert runs.loc[store.run_ids[("edge", "softmax", 0)], "superseded"]
+    assert runs.loc[store.run_ids[("edge", "softmax", 0, "rerun")], "used"]
+    assert runs.loc[store.run_ids[("edge", "topk", 1)], "state"] == "failed"  # KILLED
+    s = res.summary.set_index("model.addressing")
+    assert s.loc["softmax", "n_seeds"] == 2 and s.loc["sparsemax", "n_seeds"] == 2
+    assert s.loc["topk", "n_seeds"] == 0 and s.loc["topk", "n_failed"] == 2
+    assert math.isnan(s.loc["topk", f"final/{MAIN}_mean"])
+    md = open(out / "summary.md").read()
+    assert "topk" in md and "ValueError: boom" in md and "Failed and running trials (2)" in md
+    # no baseline, one pairing ratio, one (slots, tau_m), no info metric: every such output skips with a note
+    notes = " | ".join(res.notes)
+    for phrase in ("default baseline 'unimodal' absent", "exchange rate skipped", "one pairing ratio",
+                   "heatmap skipped"):
+        assert phrase in notes, phrase
+    for name in ("compare", "exchange_rate"):
+        assert len(pd.read_csv(out / f"{name}.csv")) == 0
+        assert len(pd.read_parquet(out / f"{name}.parquet")) == 0
+    pngs = sorted(f for f in os.listdir(out / "plots") if f.endswith(".png"))
+    assert pngs == ["info_epochs__bma.png", "info_plane__bma.png"]  # the regimes differ by addressing only
+
+
+def test_explicit_baseline(exported):
+    from analysis.compare import compare_variants
+
+    table, baseline, _ = compare_variants(exported.data.runs, exported.data.keys, baseline="bma")
+    assert baseline == "bma" and set(table["variant"]) == {"unimodal"}
+    idx = ["regime.pairing_ratio", "regime.train_size", "model.memory_slots", "model.tau_m", "metric"]
+    key = (0.1, 1000, 64, 0.1, f"final/{MAIN}")
+    fwd, rev = exported.compare.set_index(idx), table.set_index(idx)
+    assert rev.loc[key, "mean_diff"] == pytest.approx(-fwd.loc[key, "mean_diff"])
+    assert rev.loc[key, "p_ttest"] == pytest.approx(fwd.loc[key, "p_ttest"])
