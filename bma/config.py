@@ -81,6 +81,7 @@ class ModelConfig:
 class LossConfig:
     tau_l: float = 0.07  # InfoNCE temperature of L_pair (CLIP's initial value)
     w_pair: float = 1.0
+    pair_negatives: str = "other_class"  # other_class: same-class rows are no negatives in L_pair's InfoNCE; all
     w_address: float = 1.0  # symmetric KL between w_v and w_s on pairs
     w_recall: float = 1.0  # recalled partner feature close to the partner's own feature (cosine)
     w_unpair: float = 1.0  # cycle S -> I_pseudo -> S' and its image mirror
@@ -92,16 +93,16 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
+    epochs: int = 20  # a 2,000-sample regime needs ~600 steps before the memory associates (assoc/* rises late)
+    batch_size: int = 64  # small regimes: more steps per epoch; the pair batch is min(batch_size, pairs)
+    lr: float = 2e-3
     weight_decay: float = 1e-4
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    eval_every: int = 1  # epochs between probe/retrieval evaluations (the last epoch is always evaluated)
-    info_every: int = 1  # epochs between information-theoretic probes; 0 disables them
+    eval_every: int = 5  # epochs between probe/retrieval evaluations (the last epoch is always evaluated)
+    info_every: int = 5  # epochs between information-theoretic probes; 0 disables them
     info_samples: int = 1000  # held-out samples per modality the information probes see
     info_estimators: tuple[str, ...] = ("gaussian", "ksg")  # cheap defaults; add infonce/nwj/mine/smile on request
     probe_max_iter: int = 100  # L-BFGS iterations of the linear probes (accuracy settles well before 100)
@@ -231,6 +232,8 @@ def validate(cfg: TrialConfig) -> list[str]:
         p.append(f"model.top_k: expected 1..memory_slots ({m.memory_slots}), got {m.top_k}")
     if lo.tau_l <= 0:
         p.append(f"loss.tau_l: expected > 0, got {lo.tau_l}")
+    if lo.pair_negatives not in ("other_class", "all"):
+        p.append(f"loss.pair_negatives: expected other_class or all, got {lo.pair_negatives!r}")
     if lo.tau_encoder <= 0:
         p.append(f"loss.tau_encoder: expected > 0, got {lo.tau_encoder}")
     if lo.encoder_objective not in ENCODER_OBJECTIVES:

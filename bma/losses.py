@@ -15,12 +15,18 @@ import torch
 import torch.nn.functional as F
 
 
-def info_nce(z_a: torch.Tensor, z_b: torch.Tensor, tau: float) -> torch.Tensor:
+def info_nce(z_a: torch.Tensor, z_b: torch.Tensor, tau: float, labels: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE (CLIP's loss): row i of z_a and z_b are a pair, other rows are negatives.
 
     (B, p), (B, p) -> scalar in nats. log(B) - loss is the InfoNCE lower bound on I(Z_a; Z_b).
+    With ``labels`` (B,), other rows of the same class are not used as negatives: class-matched pairs make them
+    false negatives, and pushing them apart teaches the encoders the arbitrary instance pairing of the regime.
     """
     logits = F.normalize(z_a, dim=-1) @ F.normalize(z_b, dim=-1).T / tau  # (B, B)
+    if labels is not None:
+        same = labels[:, None] == labels[None, :]
+        same.fill_diagonal_(False)
+        logits = logits.masked_fill(same, float("-inf"))
     target = torch.arange(len(z_a), device=z_a.device)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
@@ -37,9 +43,11 @@ def cosine_distance(a: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (1 - F.cosine_similarity(a, target.detach(), dim=-1)).mean()
 
 
-def pair_loss(out: dict[str, torch.Tensor], tau_l: float, w_address: float, w_recall: float) -> dict[str, torch.Tensor]:
-    """L_pair on a batch of pairs: ``out`` holds z_v, z_s and, with memory, w_v, w_s, f_s_mem, f_v_mem, f_v, f_s."""
-    terms = {"contrastive": info_nce(out["z_v"], out["z_s"], tau_l)}
+def pair_loss(out: dict[str, torch.Tensor], tau_l: float, w_address: float, w_recall: float,
+              labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """L_pair on a batch of pairs: ``out`` holds z_v, z_s and, with memory, w_v, w_s, f_s_mem, f_v_mem, f_v, f_s.
+    ``labels``: the pairs' classes, to drop same-class negatives from the contrastive term (see info_nce)."""
+    terms = {"contrastive": info_nce(out["z_v"], out["z_s"], tau_l, labels)}
     if "w_v" in out:
         terms["address"] = symmetric_kl(out["w_v"], out["w_s"])
         terms["recall"] = 0.5 * (cosine_distance(out["f_s_mem"], out["f_s"]) + cosine_distance(out["f_v_mem"], out["f_v"]))

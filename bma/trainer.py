@@ -182,7 +182,11 @@ class _Tensors:
         n_pairs = len(regime.pair_image)
         # Pairs are the first n_pairs rows of the training tensors (train_image/train_sound start with the pairs).
         self.n_pairs = n_pairs
-        self.val = (images(data.image_train.x[idx(regime.val_image)]).to(device), data.sound_train.x[idx(regime.val_sound)].to(device))
+        self.val = (
+            images(data.image_train.x[idx(regime.val_image)]).to(device),
+            data.sound_train.x[idx(regime.val_sound)].to(device),
+            y_img_tr[idx(regime.val_image)].to(device),
+        )
         test_img, test_snd = idx(regime.test_image), idx(regime.test_sound)
         self.eval_split = {
             "x_img_train": self.x_img, "y_img_train": self.y_img.cpu(),
@@ -289,7 +293,8 @@ def _train_epoch(cfg: TrialConfig, model: BMAMemory, optimizer, t: _Tensors, epo
             total = lo.w_encoder * terms["encoder"]
             if use_pairs:
                 out = {**model.represent_image(f_v[:k]), **model.represent_sound(f_s[:k])}
-                pair = losses.pair_loss(out, lo.tau_l, lo.w_address, lo.w_recall)
+                pair_labels = t.y_img[pi] if lo.pair_negatives == "other_class" else None
+                pair = losses.pair_loss(out, lo.tau_l, lo.w_address, lo.w_recall, pair_labels)
                 terms["pair"] = pair["total"]
                 terms.update({f"pair_{name}": v for name, v in pair.items() if name != "total"})
                 total = total + lo.w_pair * pair["total"]
@@ -338,9 +343,10 @@ def _val_losses(cfg: TrialConfig, model: BMAMemory, t: _Tensors) -> dict[str, fl
     """L_pair on the validation pairs (eval mode): tracks paired generalisation, also for the unimodal baseline."""
     was = model.training
     model.eval()
-    xv, xs = t.val
+    xv, xs, yv = t.val
     out = model(x_v=xv, x_s=xs)
-    pair = losses.pair_loss(out, cfg.loss.tau_l, cfg.loss.w_address, cfg.loss.w_recall)
+    labels = yv if cfg.loss.pair_negatives == "other_class" else None
+    pair = losses.pair_loss(out, cfg.loss.tau_l, cfg.loss.w_address, cfg.loss.w_recall, labels)
     model.train(was)
     return {"loss/val_pair": float(pair["total"]), "loss/val_pair_contrastive": float(pair["contrastive"])}
 
