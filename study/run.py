@@ -56,6 +56,23 @@ def resolve_storage(arg: str | None) -> str:
     return str(Path(arg or "ray_results").resolve())
 
 
+def reachable_from_workers(tracking_uri: str, address: str | None) -> str:
+    """On a cluster, a loopback tracking URI given to the driver means the head's server: trials on other nodes
+    must reach it through the head's address."""
+    if address is None:
+        return tracking_uri
+    from urllib.parse import urlsplit, urlunsplit
+
+    import ray
+
+    parts = urlsplit(tracking_uri)
+    if parts.scheme in ("http", "https") and parts.hostname in ("127.0.0.1", "localhost"):
+        head = ray.util.get_node_ip_address()
+        netloc = head + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return tracking_uri
+
+
 def prepare_data(spec: StudySpec, verbose: bool):
     """Features for every distinct data setting (computed once, cached on disk), and every trial's regime checked.
 
@@ -161,6 +178,7 @@ def run_study(spec, name, fingerprint, datas, tracking_uri, storage, experiment_
         configure_logging=True,
         ignore_reinit_error=True,
     )
+    tracking_uri = reachable_from_workers(tracking_uri, args.address)
     try:
         context = StudyContext(name, tracking_uri, experiment_id, parent_run_id, dict(spec.base))
         resources = {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]}

@@ -41,6 +41,23 @@ def scalar_metrics(metrics: dict) -> dict:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
+def placement(cfg: TrialConfig) -> dict[str, str]:
+    """Where this attempt runs: Ray node, host, the GPUs Ray granted (CUDA_VISIBLE_DEVICES is set to them) and the
+    torch device the trainer will use."""
+    import socket
+
+    import ray
+
+    from bma.trainer import resolve_device
+
+    return {
+        "bma.node_id": ray.get_runtime_context().get_node_id(),
+        "bma.hostname": socket.gethostname(),
+        "bma.gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
+        "bma.device": str(resolve_device(cfg.device)),
+    }
+
+
 def train_bma(tune_config: dict, study: StudyContext, data: dict[str, TrialData]) -> None:
     cfg = TrialConfig.from_flat({**study.base, **tune_config})
     checkpoint = tune.get_checkpoint()
@@ -52,6 +69,7 @@ def train_bma(tune_config: dict, study: StudyContext, data: dict[str, TrialData]
 
     tracker = TrialTracker(study.tracking_uri, study.experiment_id, study.parent_run_id, study.name, cfg,
                            tune_trial_id=tune.get_context().get_trial_id() or "", run_id=run_id)
+    tracker.set_tags(placement(cfg))
     if resume_dir is not None:
         from bma.trainer import load_checkpoint
 

@@ -136,6 +136,9 @@ class TrialTracker:
             if run.info.status != "RUNNING":
                 retry(lambda: self.client.update_run(run_id, status="RUNNING"))
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        retry(lambda: self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]))
+
     def logged_epochs(self) -> set[int]:
         history = retry(lambda: self.client.get_metric_history(self.run_id, "loss/total"))
         return {m.step for m in history}
