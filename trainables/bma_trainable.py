@@ -16,7 +16,7 @@ from ray import tune
 
 from bma.config import TrialConfig
 from bma.trainer import TrialData, fit
-from trainables.tracking import TrialTracker
+from trainables.tracking import TrialTracker, finished_run
 
 RUN_ID_FILE = "mlflow_run.json"
 
@@ -60,6 +60,11 @@ def placement(cfg: TrialConfig) -> dict[str, str]:
 
 def train_bma(tune_config: dict, study: StudyContext, data: dict[str, TrialData]) -> None:
     cfg = TrialConfig.from_flat({**study.base, **tune_config})
+    done = finished_run(study.tracking_uri, study.experiment_id, study.name, cfg)
+    if done is not None:
+        # Finished before the driver died, but after Tune last saved the study's state: never train it again.
+        tune.report({**done.data.metrics, "already_finished": 1.0})
+        return
     checkpoint = tune.get_checkpoint()
     resume_dir = run_id = None
     if checkpoint is not None:

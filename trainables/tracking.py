@@ -105,6 +105,15 @@ def ensure_parent_run(client: MlflowClient, experiment_id: str, study: str, fing
     return run.info.run_id
 
 
+def finished_run(tracking_uri: str, experiment_id: str, study: str, cfg: TrialConfig):
+    """The trial's run if MLflow already records it as finished (the study's state on disk may lag behind it)."""
+    client = MlflowClient(tracking_uri)
+    key = trial_key(study, cfg)
+    found = retry(lambda: client.search_runs(
+        [experiment_id], f"tags.`bma.trial_key` = '{key}' and attributes.status = 'FINISHED'", max_results=1))
+    return found[0] if found else None
+
+
 class TrialTracker:
     """One trial's MLflow run: found again by its trial key when the trial resumes, so it is never duplicated."""
 
