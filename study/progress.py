@@ -78,7 +78,8 @@ class StudyProgress(Callback):
         if trials is not None:  # Tune's own view is the truth after a restore
             for t in trials:
                 s = {"TERMINATED": "done", "ERROR": "failed", "RUNNING": "running"}.get(t.status)
-                if s:
+                # Tune calls on_trial_complete before it marks the trial TERMINATED: never step back from an end.
+                if s and self.status.get(t.trial_id) not in ("done", "failed"):
                     self.status[t.trial_id] = s
         c = {"done": 0, "running": 0, "failed": 0}
         for s in self.status.values():
