@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import types
 import typing
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Any
 
 IMAGE_SOURCES = ("mnist", "cifar10", "imagefolder", "manifest")
@@ -334,7 +334,9 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
     return value
 
 
-def _build(cls: type, nested: dict[str, Any]) -> Any:
+def _build(cls: type, nested: dict[str, Any], base: Any = None) -> Any:
+    """Nested dataclasses are built on top of the field's default, so a partial section (``data.sound.root``
+    alone) keeps the defaults of its other fields."""
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for fl in fields(cls):
@@ -342,10 +344,11 @@ def _build(cls: type, nested: dict[str, Any]) -> Any:
             continue
         hint = hints[fl.name]
         if isinstance(hint, type) and is_dataclass(hint):
-            kwargs[fl.name] = _build(hint, nested[fl.name])
+            default = getattr(base, fl.name) if base is not None else fl.default
+            kwargs[fl.name] = _build(hint, nested[fl.name], default if is_dataclass(default) else None)
         else:
             kwargs[fl.name] = nested[fl.name]
-    return cls(**kwargs)
+    return replace(base, **kwargs) if base is not None else cls(**kwargs)
 
 
 FLAT_TYPES: dict[str, Any] = _field_types(TrialConfig)

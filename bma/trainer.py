@@ -25,7 +25,7 @@ import torch
 
 from bma import losses
 from bma.augment import augment_spectrograms, shift_images
-from bma.config import TrialConfig
+from bma.config import ConfigError, TrialConfig
 from bma.data.features import FeatureSet, FeatureStore
 from bma.data.regimes import ClassMap, Regime, build_regime, load_classmap
 from bma.evaluation import embed, evaluate
@@ -128,7 +128,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device: {name!r} requested but CUDA is not available on this machine")
+        raise ConfigError([f"device: {name!r} requested but CUDA is not available on this machine (use auto or cpu)"])
     return torch.device(name)
 
 
@@ -166,16 +166,23 @@ class _Tensors:
         y_snd_tr = torch.as_tensor(common_labels(data.sound_train, cm.sound_to_common))
         y_img_te = torch.as_tensor(common_labels(data.image_test, cm.image_to_common))
         y_snd_te = torch.as_tensor(common_labels(data.sound_test, cm.sound_to_common))
-        noise = torch.Generator().manual_seed(cfg.regime.seed + 7919)
-
-        def images(x: torch.Tensor) -> torch.Tensor:
-            if cfg.regime.image_noise_std > 0:
-                x = x + cfg.regime.image_noise_std * torch.randn(x.shape, generator=noise)
-            return x
+        def images(x: torch.Tensor, split: str, indices) -> torch.Tensor:
+            """Gaussian noise tied to (seed, split, sample index): the same test image carries the same noise in
+            every regime of a seed, and a training image keeps its noise when train_size grows."""
+            x = x[torch.as_tensor(indices, dtype=torch.long)]
+            std = cfg.regime.image_noise_std
+            if std <= 0:
+                return x
+            offset = 0 if split == "train" else 1 << 40
+            noise = torch.stack([
+                torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(cfg.regime.seed * (1 << 41) + offset + int(i)))
+                for i in indices
+            ])
+            return x + std * noise
 
         idx = lambda a: torch.as_tensor(a, dtype=torch.long)  # noqa: E731
         train_img, train_snd = idx(regime.train_image), idx(regime.train_sound)
-        self.x_img = images(data.image_train.x[train_img]).to(device)
+        self.x_img = images(data.image_train.x, "train", regime.train_image).to(device)
         self.y_img = y_img_tr[train_img].to(device)
         self.x_snd = data.sound_train.x[train_snd].to(device)
         self.y_snd = y_snd_tr[train_snd].to(device)
@@ -183,7 +190,7 @@ class _Tensors:
         # Pairs are the first n_pairs rows of the training tensors (train_image/train_sound start with the pairs).
         self.n_pairs = n_pairs
         self.val = (
-            images(data.image_train.x[idx(regime.val_image)]).to(device),
+            images(data.image_train.x, "train", regime.val_image).to(device),
             data.sound_train.x[idx(regime.val_sound)].to(device),
             y_img_tr[idx(regime.val_image)].to(device),
         )
@@ -191,9 +198,9 @@ class _Tensors:
         self.eval_split = {
             "x_img_train": self.x_img, "y_img_train": self.y_img.cpu(),
             "x_snd_train": self.x_snd, "y_snd_train": self.y_snd.cpu(),
-            "x_img_test": images(data.image_test.x[test_img]), "y_img_test": y_img_te[test_img],
+            "x_img_test": images(data.image_test.x, "test", regime.test_image), "y_img_test": y_img_te[test_img],
             "x_snd_test": data.sound_test.x[test_snd], "y_snd_test": y_snd_te[test_snd],
-            "x_img_pair": images(data.image_test.x[idx(regime.test_pair_image)]),
+            "x_img_pair": images(data.image_test.x, "test", regime.test_pair_image),
             "x_snd_pair": data.sound_test.x[idx(regime.test_pair_sound)],
             "y_pair": y_img_te[idx(regime.test_pair_image)],
         }
@@ -219,8 +226,10 @@ def fit(
     state = TrainState(cfg, 0, model, optimizer)
     if resume_from is not None:
         saved = load_checkpoint(resume_from)
-        if TrialConfig.from_flat(saved["config"]) != cfg:
-            raise ValueError(f"{resume_from}: the checkpoint belongs to another trial configuration")
+        saved_flat, flat = TrialConfig.from_flat(saved["config"]).to_flat(), cfg.to_flat()
+        differs = sorted(k for k in flat if flat[k] != saved_flat.get(k))
+        if differs:
+            raise ConfigError([f"{resume_from}: the checkpoint belongs to another trial configuration (differs in {differs})"])
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         state.epoch, state.history = saved["epoch"], saved["history"]

@@ -181,6 +181,9 @@ def build_regime(
     img_pool, snd_pool = img_order[~img_val_mask], snd_order[~snd_val_mask]
 
     n = cfg.train_size
+    if n < 2 * num_classes:
+        raise RegimeError(f"regime.train_size: {n} is too small: the linear probes need at least two samples of "
+                          f"each of the {num_classes} classes (train_size >= {2 * num_classes})")
     _check_size(n, len(img_pool), image_source, "images", cfg, expandable=False)
     if n > len(snd_pool) and not cfg.expand_sounds:
         _check_size(n, len(snd_pool), sound_source, "sounds", cfg, expandable=True)
