@@ -360,7 +360,6 @@ def _val_losses(cfg: TrialConfig, model: BMAMemory, t: _Tensors) -> dict[str, fl
     return {"loss/val_pair": float(pair["total"]), "loss/val_pair_contrastive": float(pair["contrastive"])}
 
 
-@torch.no_grad()
 def information_probes(cfg: TrialConfig, model: BMAMemory, t: _Tensors, device) -> dict[str, float]:
     """Table 1 quantities on held-out class-matched test pairs (at most eval.info_samples of them)."""
     from bma.info.probes import ProbeInputs, compute_probes
@@ -372,10 +371,11 @@ def information_probes(cfg: TrialConfig, model: BMAMemory, t: _Tensors, device) 
     if model.has_memory:
         was = model.training
         model.eval()
-        f_s = torch.as_tensor(snd["f_s"], device=device)
-        f_v = torch.as_tensor(img["f_v"], device=device)
-        s_cycle = (snd["f_s"], *(a.float().cpu().numpy() for a in model.sound_cycle(f_s)))
-        v_cycle = (img["f_v"], *(a.float().cpu().numpy() for a in model.image_cycle(f_v)))
+        with torch.no_grad():  # the cycles only: neural critics in compute_probes train with gradients
+            f_s = torch.as_tensor(snd["f_s"], device=device)
+            f_v = torch.as_tensor(img["f_v"], device=device)
+            s_cycle = (snd["f_s"], *(a.float().cpu().numpy() for a in model.sound_cycle(f_s)))
+            v_cycle = (img["f_v"], *(a.float().cpu().numpy() for a in model.image_cycle(f_v)))
         model.train(was)
     inputs = ProbeInputs(
         f_v=img["f_v"], f_s=snd["f_s"],
