@@ -1,7 +1,7 @@
 """Registry of the information estimators: ``get_mi_estimator(name, **params)``, ``get_entropy_estimator(...)``.
 
 MI (x (N, dx), y (N, dy) -> Estimate, nats):
-  gaussian         closed form via log-determinants, dx dy / (2N) bias correction by default   (gaussian.py)
+  gaussian         closed form via log-determinants, exact small-sample bias correction        (gaussian.py)
   cca              -1/2 sum log(1 - rho_i^2) over canonical correlations, same correction       (gaussian.py)
   ksg              Kraskov-Stoegbauer-Grassberger algorithm 1, max-norm, k = 3                  (knn.py)
   infonce, nwj, mine, smile   trained critics, value on a held-out half                         (neural.py, torch)

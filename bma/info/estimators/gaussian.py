@@ -14,7 +14,8 @@ Bias. The plug-in value is biased high: under independence 2N * I_hat ~ chi2(dx 
   "none" (or False)     the plug-in value.
 The corrected value is not clipped at 0: clipping would re-introduce a positive bias near independence.
 
-Rank. Each variable is first reduced to its principal scores (singular values above ``rtol`` times the largest):
+Rank. Each variable is first reduced to its principal scores (singular values above ``rtol`` = 1e-7 times the
+largest, i.e. float32 round-off of features computed in single precision counts as zero):
 a degenerate Gaussian's MI is that of its non-degenerate coordinates, so a recalled feature confined to the span
 of n < d memory slots is handled. dx, dy in the correction are these ranks. If the joint covariance is singular
 (an exact linear relation between x and y) the MI is infinite and ``inf`` is returned.
@@ -31,13 +32,18 @@ BIAS_CORRECTIONS = ("first_order", "exact", "none")
 
 
 def _principal_scores(x: np.ndarray, rtol: float) -> np.ndarray:
-    """Centred x expressed in its principal axes with non-negligible variance: (N, rank)."""
+    """Centred x expressed in its principal axes with non-negligible variance: (N, rank).
+
+    Eigendecomposition of the (d, d) covariance rather than an SVD of the (N, d) data: ~10x cheaper at
+    N = 1000, d = 128. A direction is kept when its variance exceeds rtol^2 times the largest one (the same rule as
+    a singular-value ratio of rtol; CCA below uses the SVD, and the tests check that both agree).
+    """
     xc = x - x.mean(axis=0)
-    u, s, _ = np.linalg.svd(xc, full_matrices=False)
-    if s.size == 0 or s[0] == 0.0:
+    evals, evecs = np.linalg.eigh(xc.T @ xc)
+    if evals.size == 0 or evals[-1] <= 0.0:
         return xc[:, :0]
-    keep = s > rtol * s[0]
-    return u[:, keep] * s[keep]  # (N, rank)
+    keep = evals > max(rtol, 1e-7) ** 2 * evals[-1]  # eigh resolves eigenvalues to ~1e-16 of the largest
+    return xc @ evecs[:, keep]  # (N, rank)
 
 
 def _orthonormal_basis(x: np.ndarray, rtol: float) -> np.ndarray:
@@ -83,7 +89,7 @@ class GaussianMI:
 
     name = "gaussian"
 
-    def __init__(self, bias_correction: bool | str = "exact", rtol: float = 1e-9):
+    def __init__(self, bias_correction: bool | str = "exact", rtol: float = 1e-7):
         self.bias_correction = _normalise_correction(bias_correction)
         self.rtol = float(rtol)
 
@@ -121,7 +127,7 @@ class CCAMI:
 
     name = "cca"
 
-    def __init__(self, bias_correction: bool | str = "exact", rtol: float = 1e-9):
+    def __init__(self, bias_correction: bool | str = "exact", rtol: float = 1e-7):
         self.bias_correction = _normalise_correction(bias_correction)
         self.rtol = float(rtol)
 

@@ -45,7 +45,8 @@ class KSG:
             raise ValueError(f"k: expected >= 1, got {k}")
         if noise < 0:
             raise ValueError(f"noise: expected >= 0, got {noise}")
-        self.k, self.standardize, self.noise, self.seed, self.workers = int(k), bool(standardize), float(noise), int(seed), int(workers)
+        self.k, self.standardize, self.noise = int(k), bool(standardize), float(noise)
+        self.seed, self.workers = int(seed), int(workers)
 
     def parameters(self) -> dict:
         return {"k": self.k, "standardize": self.standardize, "noise": self.noise, "seed": self.seed}
@@ -117,6 +118,7 @@ class KozachenkoLeonenko:
         dist, _ = cKDTree(x).query(x, k=self.k + 1, p=self.p, workers=self.workers)
         eps = dist[:, -1]
         if np.any(eps <= 0):
-            raise ValueError(f"x: {int(np.sum(eps <= 0))} points have {self.k} exact duplicates (zero k-NN distance); set noise > 0")
+            n_zero = int(np.sum(eps <= 0))
+            raise ValueError(f"x: {n_zero} points have {self.k} exact duplicates (zero k-NN distance); set noise > 0")
         value = digamma(n) - digamma(self.k) + log_unit_ball_volume(d, self.p) + d * float(np.log(eps).mean())
         return Estimate(float(value), self.name, n, self.parameters())

@@ -15,7 +15,12 @@ Bounds on a score matrix S (B, B), nats (Poole et al. 2019):
                                                                    reported with the clipped DV (Song & Ermon 2020)
 
 Deterministic given ``seed`` (the global torch RNG is forked, not touched). CPU by default; the defaults (separable
-critic, 2 x 64 hidden, 300 steps of batch 128) take ~1 s on N = 1000, d <= 32 on two CPU cores.
+critic, one hidden layer of 64, embedding 32, at most 500 Adam steps of batch 128 with early stopping on a validation
+fifth of the train half) take 0.2-0.6 s for N = 1000, d <= 32 on one CPU thread.
+
+Data hunger: with N = 1000 the critic trains on 400 rows, and the held-out value is biased low: -0.02 at d = 1,
+-0.13 (infonce) to -0.3 at d = 5 (I = 1), and it collapses at d = 25 (0.13 for a true 1.0); see
+docs/information.md for the table. Use them where N is large or the dependence is low-dimensional.
 """
 
 from __future__ import annotations
@@ -119,6 +124,9 @@ class _CriticMI:
     eval_batch_size: held-out rows per score matrix (None: the whole held-out part in one matrix); the held-out
         value averages the bound over disjoint batches of this size.
     seed: split, initialisation and batches. device: "cpu" (default) or a torch device string.
+    threads: torch intra-op CPU threads while this estimate runs (restored afterwards; None leaves torch's
+        setting). 1 by default: the critic's matrices are tiny, and on busy cores OpenMP threads that wait for each
+        other made one estimate take minutes instead of a second (measured on the 2-core test machine under load).
     """
 
     name = "critic"
@@ -139,6 +147,7 @@ class _CriticMI:
         eval_batch_size: int | None = None,
         seed: int = 0,
         device: str = "cpu",
+        threads: int | None = 1,
     ):
         if critic not in CRITICS:
             raise ValueError(f"critic: expected one of {sorted(CRITICS)}, got {critic!r}")
@@ -155,6 +164,7 @@ class _CriticMI:
         self.train_fraction, self.eval_batch_size = float(train_fraction), eval_batch_size
         self.val_fraction, self.eval_every, self.patience = float(val_fraction), int(eval_every), int(patience)
         self.seed, self.device = int(seed), str(device)
+        self.threads = threads
 
     def parameters(self) -> dict:
         return {
@@ -172,6 +182,7 @@ class _CriticMI:
             "eval_batch_size": self.eval_batch_size,
             "seed": self.seed,
             "device": self.device,
+            "threads": self.threads,
         }
 
     # subclasses: the bound reported, and the objective maximised in training
@@ -196,6 +207,16 @@ class _CriticMI:
 
     def estimate(self, x: np.ndarray, y: np.ndarray) -> Estimate:
         x, y = check_pair(x, y, min_samples=8)
+        previous = torch.get_num_threads()
+        if self.threads is not None:
+            torch.set_num_threads(int(self.threads))
+        try:
+            return self._estimate(x, y)
+        finally:
+            if self.threads is not None:
+                torch.set_num_threads(previous)
+
+    def _estimate(self, x: np.ndarray, y: np.ndarray) -> Estimate:
         n = x.shape[0]
         rng = np.random.default_rng(self.seed)
         perm = rng.permutation(n)
@@ -212,7 +233,8 @@ class _CriticMI:
 
         xtr, ytr = t((x[tr] - mx) / sx), t((y[tr] - my) / sy)
         xte, yte = t((x[te] - mx) / sx), t((y[te] - my) / sy)
-        with torch.random.fork_rng(devices=[]):
+        # enable_grad: the caller may hold torch.no_grad() (a trainer evaluating its model); the critic still trains
+        with torch.random.fork_rng(devices=[]), torch.enable_grad():
             torch.manual_seed(self.seed)
             model = CRITICS[self.critic](x.shape[1], y.shape[1], self.hidden, self.layers, self.embed_dim).to(dev)
             opt = torch.optim.Adam(model.parameters(), lr=self.lr)
