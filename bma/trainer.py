@@ -212,9 +212,11 @@ def fit(
     *,
     data: TrialData | None = None,
     resume_from: str | Path | None = None,
+    device: str | None = None,
 ) -> FitResult:
-    """Train one trial. ``on_epoch(epoch, metrics, state)`` runs after each epoch; returning False stops early."""
-    device = resolve_device(cfg.device)
+    """Train one trial. ``on_epoch(epoch, metrics, state)`` runs after each epoch; returning False stops early.
+    ``device`` overrides cfg.device where the caller knows better (a Ray trial granted no GPU)."""
+    device = resolve_device(device or cfg.device)
     seed_everything(cfg.regime.seed)
     torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
     data = data or load_trial_data(cfg)

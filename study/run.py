@@ -73,6 +73,19 @@ def reachable_from_workers(tracking_uri: str, address: str | None) -> str:
     return tracking_uri
 
 
+def resources_problem(resources: dict[str, float]) -> str | None:
+    """Why no node of the running Ray cluster can ever hold one trial, or None."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    for key, ray_key in (("cpu", "CPU"), ("gpu", "GPU")):
+        need = resources[key]
+        best = max((n.get(ray_key, 0.0) for n in nodes), default=0.0)
+        if need > best:
+            return f"resources.{key}: {need:g} per trial, but the largest node has {best:g}"
+    return None
+
+
 def prepare_data(spec: StudySpec, verbose: bool):
     """Features for every distinct data setting (computed once, cached on disk), and every trial's regime checked.
 
@@ -178,10 +191,18 @@ def run_study(spec, name, fingerprint, datas, tracking_uri, storage, experiment_
         configure_logging=True,
         ignore_reinit_error=True,
     )
-    tracking_uri = reachable_from_workers(tracking_uri, args.address)
+    remote_uri = reachable_from_workers(tracking_uri, args.address)
     try:
-        context = StudyContext(name, tracking_uri, experiment_id, parent_run_id, dict(spec.base))
         resources = {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]}
+        unfit = resources_problem(resources)
+        if unfit and args.address is None:
+            print(f"error: {spec.source_path}: {unfit}; set resources.gpu: 0 or run on a cluster (--address)", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if unfit:
+            print(f"warning: {unfit}; trials wait until the autoscaler adds such a node", file=sys.stderr)
+        context = StudyContext(name, tracking_uri, experiment_id, parent_run_id, dict(spec.base),
+                               driver_ip=ray.util.get_node_ip_address(),
+                               remote_tracking_uri=remote_uri if remote_uri != tracking_uri else None)
         trainable = tune.with_resources(tune.with_parameters(train_bma, study=context, data=datas), resources)
         param_space = {key: tune.grid_search(values) for key, values in spec.grid.items()}
         progress = StudyProgress(total=spec.n_trials, metric=args.metric, live=sys.stdout.isatty())

@@ -30,6 +30,17 @@ class StudyContext:
     experiment_id: str
     parent_run_id: str
     base: dict  # dotted path -> value
+    driver_ip: str | None = None
+    remote_tracking_uri: str | None = None  # the loopback tracking URI as reachable from other machines
+
+    def tracking_uri_here(self) -> str:
+        """A loopback URI works on the driver's machine (and may be the only address its server listens on);
+        trials on other machines use the driver's address instead."""
+        if self.remote_tracking_uri is None:
+            return self.tracking_uri
+        import ray
+
+        return self.tracking_uri if ray.util.get_node_ip_address() == self.driver_ip else self.remote_tracking_uri
 
 
 def data_key(cfg: TrialConfig) -> str:
@@ -39,6 +50,16 @@ def data_key(cfg: TrialConfig) -> str:
 
 def scalar_metrics(metrics: dict) -> dict:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def granted_device(cfg: TrialConfig) -> str:
+    """Ray 2.60 leaves CUDA_VISIBLE_DEVICES alone for a task granted no GPU, so on a GPU node ``auto`` would take a
+    GPU Ray never gave the trial: ``auto`` means CUDA only when Ray granted one."""
+    import ray
+
+    if cfg.device == "auto" and not ray.get_gpu_ids():
+        return "cpu"
+    return cfg.device
 
 
 def placement(cfg: TrialConfig) -> dict[str, str]:
@@ -54,13 +75,13 @@ def placement(cfg: TrialConfig) -> dict[str, str]:
         "bma.node_id": ray.get_runtime_context().get_node_id(),
         "bma.hostname": socket.gethostname(),
         "bma.gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
-        "bma.device": str(resolve_device(cfg.device)),
+        "bma.device": str(resolve_device(granted_device(cfg))),
     }
 
 
 def train_bma(tune_config: dict, study: StudyContext, data: dict[str, TrialData]) -> None:
     cfg = TrialConfig.from_flat({**study.base, **tune_config})
-    done = finished_run(study.tracking_uri, study.experiment_id, study.name, cfg)
+    done = finished_run(study.tracking_uri_here(), study.experiment_id, study.name, cfg)
     if done is not None:
         # Finished before the driver died, but after Tune last saved the study's state: never train it again.
         tune.report({**done.data.metrics, "already_finished": 1.0})
@@ -72,7 +93,8 @@ def train_bma(tune_config: dict, study: StudyContext, data: dict[str, TrialData]
         run_file = resume_dir / RUN_ID_FILE
         run_id = json.loads(run_file.read_text())["run_id"] if run_file.is_file() else None
 
-    tracker = TrialTracker(study.tracking_uri, study.experiment_id, study.parent_run_id, study.name, cfg,
+    tracking_uri = study.tracking_uri_here()
+    tracker = TrialTracker(tracking_uri, study.experiment_id, study.parent_run_id, study.name, cfg,
                            tune_trial_id=tune.get_context().get_trial_id() or "", run_id=run_id)
     tracker.set_tags(placement(cfg))
     if resume_dir is not None:
@@ -93,7 +115,7 @@ def train_bma(tune_config: dict, study: StudyContext, data: dict[str, TrialData]
         tracker.log_epoch(epoch, metrics)
 
     try:
-        result = fit(cfg, on_epoch, data=data[data_key(cfg)], resume_from=resume_dir)
+        result = fit(cfg, on_epoch, data=data[data_key(cfg)], resume_from=resume_dir, device=granted_device(cfg))
         with tempfile.TemporaryDirectory(prefix="bma-artifacts-") as folder:
             from trainables.artifacts import write_trial_artifacts
 
