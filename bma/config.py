@@ -7,6 +7,7 @@ grid may use the short names in ``SHORT_NAMES``.
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
 from dataclasses import dataclass, fields, is_dataclass, replace
@@ -206,6 +207,8 @@ def validate(cfg: TrialConfig) -> list[str]:
         p.append(f"regime.pairing_ratio: expected a value in (0, 1], got {r.pairing_ratio}")
     if r.train_size < 1:
         p.append(f"regime.train_size: expected a positive number of samples per modality, got {r.train_size}")
+    if r.seed < 0:
+        p.append(f"regime.seed: expected an integer >= 0, got {r.seed}")
     if r.val_per_class < 1:
         p.append(f"regime.val_per_class: expected >= 1, got {r.val_per_class}")
     if r.image_noise_std < 0:
@@ -245,10 +248,19 @@ def validate(cfg: TrialConfig) -> list[str]:
         p.append(f"optim.epochs: expected >= 1, got {o.epochs}")
     if o.batch_size < 2:
         p.append(f"optim.batch_size: expected >= 2 (contrastive losses need negatives), got {o.batch_size}")
+    if o.weight_decay < 0:
+        p.append(f"optim.weight_decay: expected >= 0, got {o.weight_decay}")
     if o.lr <= 0:
         p.append(f"optim.lr: expected > 0, got {o.lr}")
     if f.sample_rate < 1000 or f.n_mels < 4 or f.n_fft < 16 or f.hop_length < 1 or f.clip_seconds <= 0:
         p.append("features: expected sample_rate >= 1000, n_mels >= 4, n_fft >= 16, hop_length >= 1, clip_seconds > 0")
+    from bma.info.estimators import MI_ESTIMATORS  # the registry imports no torch
+
+    unknown = [name for name in e.info_estimators if name not in MI_ESTIMATORS]
+    if unknown:
+        p.append(f"eval.info_estimators: unknown {unknown}; expected names from {sorted(MI_ESTIMATORS)}")
+    if f.image_size is not None and f.image_size < 8:
+        p.append(f"features.image_size: expected null or >= 8 pixels, got {f.image_size}")
     if e.eval_every < 1 or e.info_every < 0 or e.info_samples < 50:
         p.append("eval: expected eval_every >= 1, info_every >= 0, info_samples >= 50")
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
@@ -271,8 +283,13 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)  # slow (evaluates string annotations): once per class
+
+
 def _field_types(cls: type, prefix: str = "") -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     out: dict[str, Any] = {}
     for fl in fields(cls):
         hint = hints[fl.name]
@@ -337,7 +354,7 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
 def _build(cls: type, nested: dict[str, Any], base: Any = None) -> Any:
     """Nested dataclasses are built on top of the field's default, so a partial section (``data.sound.root``
     alone) keeps the defaults of its other fields."""
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     kwargs = {}
     for fl in fields(cls):
         if fl.name not in nested:

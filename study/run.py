@@ -173,15 +173,6 @@ def run_study(spec, name, fingerprint, datas, tracking_uri, storage, experiment_
     from trainables.bma_trainable import StudyContext, train_bma
     from trainables.tracking import ensure_experiment, ensure_parent_run, retry
 
-    client = MlflowClient(tracking_uri)
-    try:
-        experiment_id = ensure_experiment(client, name, tracking_uri)
-    except Exception as exc:  # unreachable server, bad URI
-        print(f"error: --tracking-uri {tracking_uri}: cannot reach the MLflow store ({exc})", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    spec_text = Path(spec.source_path).read_text() if Path(spec.source_path).is_file() else ""
-    parent_run_id = ensure_parent_run(client, experiment_id, name, fingerprint, spec_text)
-
     ray.init(
         address=args.address,
         num_cpus=args.num_cpus if args.address is None else None,
@@ -193,6 +184,7 @@ def run_study(spec, name, fingerprint, datas, tracking_uri, storage, experiment_
     )
     remote_uri = reachable_from_workers(tracking_uri, args.address)
     try:
+        # Checked before anything is written: a refused study leaves no MLflow store or run behind.
         resources = {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]}
         unfit = resources_problem(resources)
         if unfit and args.address is None:
@@ -200,6 +192,14 @@ def run_study(spec, name, fingerprint, datas, tracking_uri, storage, experiment_
             return EXIT_BAD_INPUT
         if unfit:
             print(f"warning: {unfit}; trials wait until the autoscaler adds such a node", file=sys.stderr)
+        client = MlflowClient(tracking_uri)
+        try:
+            experiment_id = ensure_experiment(client, name, tracking_uri)
+        except Exception as exc:  # unreachable server, bad URI
+            print(f"error: --tracking-uri {tracking_uri}: cannot reach the MLflow store ({exc})", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        spec_text = Path(spec.source_path).read_text() if Path(spec.source_path).is_file() else ""
+        parent_run_id = ensure_parent_run(client, experiment_id, name, fingerprint, spec_text)
         context = StudyContext(name, tracking_uri, experiment_id, parent_run_id, dict(spec.base),
                                driver_ip=ray.util.get_node_ip_address(),
                                remote_tracking_uri=remote_uri if remote_uri != tracking_uri else None)

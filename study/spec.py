@@ -52,6 +52,9 @@ class StudySpec:
     description: str = ""
     source_path: str = ""
     smoke: dict[str, Any] = field(default_factory=dict)
+    # dotted path -> where the file sets it (grid.tau_m, trial.model.tau_m; "smoke:" + path -> smoke.epochs):
+    # problems found after parsing name the place a user edits, not the internal path
+    labels: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def n_trials(self) -> int:
@@ -114,7 +117,8 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
 
     base: dict[str, Any] = {}
     # -- data ---------------------------------------------------------------------------------------------------
-    data = raw.get("data", {})
+    data = raw.get("data")
+    data = {} if data is None else data  # an empty `data:` section means the default sources, as for trial/smoke
     if not isinstance(data, dict):
         problems.append(f"data: expected a mapping with image and sound, got {type(data).__name__}")
         data = {}
@@ -148,12 +152,14 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
     if not isinstance(trial, dict):
         problems.append(f"trial: expected a mapping of fixed settings, got {type(trial).__name__}")
         trial = {}
+    labels: dict[str, str] = {}
     for key, value in _flatten_section(trial).items():
         path = _path_of(key)
         if path not in FLAT_TYPES or path in DATA_PATHS:
             problems.append(f"trial.{key}: unknown setting (see docs/spec.md for the list)")
             continue
         base[path] = value
+        labels[path] = f"trial.{key}"
 
     # -- grid -----------------------------------------------------------------------------------------------------
     grid_raw = raw.get("grid")
@@ -177,6 +183,7 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
         if path in base:
             problems.append(f"grid.{key}: also set in trial; a setting is either fixed or swept")
         grid[path] = values
+        labels[path] = f"grid.{key}"
 
     # -- resources ------------------------------------------------------------------------------------------------
     res = raw.get("resources", {"cpu": 1, "gpu": 0}) or {}
@@ -208,12 +215,14 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
         problems.append(f"smoke: expected a mapping of settings used by --smoke, got {smoke!r}")
         smoke = {}
     smoke_flat = {}
+    smoke_labels = {}
     for key, value in _flatten_section(smoke).items():
         path = _path_of(key)
         if path not in FLAT_TYPES:
             problems.append(f"smoke.{key}: unknown setting")
         else:
             smoke_flat[path] = value
+            smoke_labels[f"smoke:{path}"] = f"smoke.{key}"
 
     # -- every trial must make a valid TrialConfig ----------------------------------------------------------------
     spec = StudySpec(
@@ -226,38 +235,59 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
         description=str(raw.get("description", "")),
         source_path=where,
         smoke=smoke_flat,
+        labels={**labels, **smoke_labels},
     )
     if grid and spec.n_trials > MAX_TRIALS:
         problems.append(f"grid: {spec.n_trials} trials exceed the limit of {MAX_TRIALS}; split the study")
     elif grid:
         problems.extend(_trial_problems(spec))
+        if smoke_flat and not problems:
+            # The smoke block's own values, checked on one trial (cheap); --smoke checks every shrunk trial.
+            first = StudySpec(spec.name, {**spec.trial_flats()[0], **smoke_flat}, {}, resources, smoke=smoke_flat,
+                              labels=spec.labels)
+            problems.extend(_trial_problems(first, smoke=True))
     if problems:
         raise SpecError(where, problems)
     return spec
 
 
-def _trial_problems(spec: StudySpec) -> list[str]:
-    """Config errors of any trial, each reported once, located in grid.* or trial.* where possible."""
+def _trial_problems(spec: StudySpec, smoke: bool = False) -> list[str]:
+    """Config errors of any trial, each reported once, located where the file sets the value (grid.*, trial.*,
+    data.*, and smoke.* when ``smoke``); a problem of a default nobody set is located as trial.<dotted path>."""
     seen: dict[str, None] = {}
+    short = {v: k for k, v in SHORT_NAMES.items()}
     for flat in spec.trial_flats():
         try:
             TrialConfig.from_flat(flat)
         except ConfigError as exc:
             for problem in exc.problems:
-                path = problem.split(":", 1)[0]
-                short = {v: k for k, v in SHORT_NAMES.items()}.get(path, path)
-                section = "grid" if path in spec.grid else ("data" if path.startswith("data.") else "trial")
-                label = f"grid.{short}" if section == "grid" else (path if section == "data" else f"trial.{path}")
-                seen.setdefault(f"{label}:{problem.split(':', 1)[1]}", None)
+                path, _, what = problem.partition(":")
+                if smoke and path in spec.smoke:
+                    label = spec.labels.get(f"smoke:{path}", f"smoke.{path}")
+                elif path in spec.labels:
+                    label = spec.labels[path]
+                elif path in spec.grid:
+                    label = f"grid.{short.get(path, path)}"
+                elif path.startswith("data."):
+                    label = path
+                else:
+                    label = f"trial.{path}"
+                seen.setdefault(f"{label}:{what}", None)
     return list(seen)
 
 
+SMOKE_DEFAULTS: dict[str, Any] = {"optim.epochs": 1, "eval.info_samples": 100, "eval.probe_max_iter": 50,
+                                  "regime.val_per_class": 5}
+
+
 def shrink_for_smoke(spec: StudySpec) -> StudySpec:
-    """Seconds-long version of any spec: one epoch, small train sizes (distinct, ordered as the original), few
-    information samples. A spec's own ``smoke:`` block overrides these defaults."""
+    """Seconds-long version of any spec: one epoch, small train sizes (distinct, in the same relative order as the
+    original), few information samples. A spec's own ``smoke:`` block overrides these defaults. A swept setting
+    that smoke fixes (an ``epochs`` axis, or any key of the smoke block) stops being swept. Raises SpecError when
+    a shrunk trial is not a valid configuration (e.g. ``smoke: {epochs: 0}``)."""
     base = dict(spec.base)
     grid = dict(spec.grid)
-    base.update({"optim.epochs": 1, "eval.info_samples": 100, "eval.probe_max_iter": 50, "regime.val_per_class": 5})
+    base.update(SMOKE_DEFAULTS)
     if "regime.train_size" in grid:
         sizes = sorted(grid["regime.train_size"])
         grid["regime.train_size"] = [min(v, 100 * (i + 1)) for i, v in enumerate(sizes)]
@@ -265,7 +295,11 @@ def shrink_for_smoke(spec: StudySpec) -> StudySpec:
         base["regime.train_size"] = min(int(base.get("regime.train_size", 2000)), 100)
     base.update(spec.smoke)
     for key in list(grid):
-        if key in spec.smoke:
+        if key in spec.smoke or key in SMOKE_DEFAULTS:
             grid.pop(key)
-    return StudySpec(spec.name, base, grid, spec.resources, spec.max_concurrent_trials, spec.max_failures,
-                     spec.description, spec.source_path, spec.smoke)
+    shrunk = StudySpec(spec.name, base, grid, spec.resources, spec.max_concurrent_trials, spec.max_failures,
+                       spec.description, spec.source_path, spec.smoke, spec.labels)
+    problems = _trial_problems(shrunk, smoke=True)
+    if problems:
+        raise SpecError(spec.source_path or "<spec>", [f"{p} (with --smoke)" for p in problems])
+    return shrunk

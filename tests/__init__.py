@@ -1,0 +1,1 @@
+"""Test suite; mirrors the source tree. A package, so test folders never shadow the project packages."""
