@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from bma.cli import main
+from tests.conftest import single_thread
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,15 +41,8 @@ def sets(flat: dict) -> list[str]:
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
-    """One intra-op thread for in-process trials (much faster on shared, busy cores)."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
+    with single_thread():
         yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

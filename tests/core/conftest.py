@@ -12,31 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-MIRROR_SKIP = "needs the MNIST/FSDD mirror at ../shared/data or $BMA_DATA_MIRROR"
-
-
-def mirror_available() -> bool:
-    from bma.data.errors import DataError
-    from bma.data.mirror import mirror_root
-
-    try:
-        root = mirror_root()
-    except DataError:
-        return False
-    return root is not None and (root / "MNIST" / "raw").is_dir() and (root / "fsdd" / "recordings").is_dir()
+from tests.conftest import MIRROR_SKIP, mirror_available, single_thread  # noqa: F401 (re-exported to the tests)
 
 
 @pytest.fixture(scope="package", autouse=True)
 def _one_thread():
-    """One intra-op thread for torch and BLAS: on 2 shared, busy cores this is 5-20x faster than the default."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
+    with single_thread():
         yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
