@@ -165,11 +165,12 @@ def run_study(spec, name, fingerprint, datas, tracking_uri, storage, experiment_
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    import ray
+    from mlflow.tracking import MlflowClient
+
     if not args.verbose:  # MLflow's and alembic's INFO lines about creating the store are noise here
         for logger in ("mlflow", "alembic"):
             logging.getLogger(logger).setLevel(logging.WARNING)
-    import ray
-    from mlflow.tracking import MlflowClient
     from ray import tune
 
     from study.progress import StudyProgress
