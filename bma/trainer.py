@@ -387,4 +387,5 @@ def information_probes(cfg: TrialConfig, model: BMAMemory, t: _Tensors, device) 
         y=t.eval_split["y_pair"][:n].numpy(),
         s_cycle=s_cycle, v_cycle=v_cycle, has_memory=model.has_memory,
     )
-    return compute_probes(inputs, estimators=tuple(cfg.eval.info_estimators), seed=cfg.regime.seed)
+    return compute_probes(inputs, estimators=tuple(cfg.eval.info_estimators), seed=cfg.regime.seed,
+                          max_samples=cfg.eval.info_samples, probe_max_iter=cfg.eval.probe_max_iter)

@@ -207,7 +207,9 @@ def run_study(spec, name, fingerprint, datas, tracking_uri, storage, experiment_
         context = StudyContext(name, tracking_uri, experiment_id, parent_run_id, dict(spec.base),
                                driver_ip=ray.util.get_node_ip_address(),
                                remote_tracking_uri=remote_uri if remote_uri != tracking_uri else None)
-        trainable = tune.with_resources(tune.with_parameters(train_bma, study=context, data=datas), resources)
+        # One object-store entry per data setting: a trial fetches only its own features, never the study's all.
+        data_refs = {key: ray.put(value) for key, value in datas.items()}
+        trainable = tune.with_resources(tune.with_parameters(train_bma, study=context, data=data_refs), resources)
         param_space = {key: tune.grid_search(values) for key, values in spec.grid.items()}
         progress = StudyProgress(total=spec.n_trials, metric=args.metric, live=sys.stdout.isatty())
         run_config = tune.RunConfig(

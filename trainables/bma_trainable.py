@@ -52,6 +52,12 @@ def scalar_metrics(metrics: dict) -> dict:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
+def _fetch(item) -> TrialData:
+    import ray
+
+    return ray.get(item) if isinstance(item, ray.ObjectRef) else item
+
+
 def granted_device(cfg: TrialConfig) -> str:
     """Ray 2.60 leaves CUDA_VISIBLE_DEVICES alone for a task granted no GPU, so on a GPU node ``auto`` would take a
     GPU Ray never gave the trial: ``auto`` means CUDA only when Ray granted one."""
@@ -79,7 +85,7 @@ def placement(cfg: TrialConfig) -> dict[str, str]:
     }
 
 
-def train_bma(tune_config: dict, study: StudyContext, data: dict[str, TrialData]) -> None:
+def train_bma(tune_config: dict, study: StudyContext, data: dict[str, "TrialData | ray.ObjectRef"]) -> None:
     cfg = TrialConfig.from_flat({**study.base, **tune_config})
     done = finished_run(study.tracking_uri_here(), study.experiment_id, study.name, cfg)
     if done is not None:
@@ -115,7 +121,7 @@ def train_bma(tune_config: dict, study: StudyContext, data: dict[str, TrialData]
         tracker.log_epoch(epoch, metrics)
 
     try:
-        result = fit(cfg, on_epoch, data=data[data_key(cfg)], resume_from=resume_dir, device=granted_device(cfg))
+        result = fit(cfg, on_epoch, data=_fetch(data[data_key(cfg)]), resume_from=resume_dir, device=granted_device(cfg))
         with tempfile.TemporaryDirectory(prefix="bma-artifacts-") as folder:
             from trainables.artifacts import write_trial_artifacts
 
