@@ -135,6 +135,7 @@ def accuracy_vs_pairing(summary: pd.DataFrame, keys: list[str], metric: str, plo
                      f"{', '.join(map(short_name, others))}; drawing the {MAX_FIGURES} most populated")
         combos = combos[:MAX_FIGURES]
     colors = variant_colors(sorted(s["variant"].unique()))
+    bounded = any(part in metric for part in ("acc/", "assoc/", "retrieval/"))
     files = []
     for fixed in combos:
         sub = _select(s, fixed)
@@ -150,8 +151,10 @@ def accuracy_vs_pairing(summary: pd.DataFrame, keys: list[str], metric: str, plo
                     continue
                 x = 100 * d[P_KEY].to_numpy()
                 ax.plot(x, d[col], marker="o", color=color, label=variant)
-                ax.fill_between(x, d[f"{metric}_ci95_low"], d[f"{metric}_ci95_high"], color=color, alpha=0.18,
-                                linewidth=0)
+                low, high = d[f"{metric}_ci95_low"], d[f"{metric}_ci95_high"]
+                if bounded:  # a proportion: draw the band inside [0, 1]; the tables keep the t-interval as is
+                    low, high = low.clip(0, 1), high.clip(0, 1)
+                ax.fill_between(x, low, high, color=color, alpha=0.18, linewidth=0)
                 single = d["n_seeds"] == 1
                 if single.any():
                     ax.plot(x[single.to_numpy()], d[col][single], linestyle="none", marker="o", markersize=9,
@@ -169,6 +172,8 @@ def accuracy_vs_pairing(summary: pd.DataFrame, keys: list[str], metric: str, plo
         n_range = f"{lo}" if lo == hi else f"{lo}–{hi}"
         ci_word = "t" if ci == "t" else "bootstrap"
         title = f"{metric} vs pairing ratio: mean over seeds (n = {n_range}), band = 95 % {ci_word}-CI"
+        if bounded:
+            title += " (drawn within [0, 1])"
         if (sub["n_seeds"] == 1).any():
             title += "; hollow = n=1, no CI"
         if fixed:
