@@ -427,6 +427,18 @@ def wait_driver(driver: subprocess.Popen, log: Path, timeout: float) -> int:
         pytest.fail(f"study/run.py still running after {timeout:.0f}s:\n{log.read_text()[-4000:]}")
 
 
+def run_study_to_end(spec: Path, cluster: LocalCluster, server: MlflowServer, tmp_path: Path, cache: Path,
+                     timeout: float) -> None:
+    """Run a smoke study on the cluster to its end; fails the test with the driver's log unless it exits 0."""
+    log = tmp_path / "driver.log"
+    driver = run_study(spec, cluster, server, tmp_path / "ray_results", cache, log)
+    try:
+        rc = wait_driver(driver, log, timeout=timeout)
+    finally:
+        kill_tree(driver)
+    assert rc == 0, log.read_text()[-4000:]
+
+
 def trial_runs(server: MlflowServer, experiment: str) -> list:
     client = server.client()
     exp = client.get_experiment_by_name(experiment)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import kill_tree, peak_overlap, run_study, trial_runs, wait_driver
+from .conftest import kill_tree, peak_overlap, run_study, run_study_to_end, trial_runs, wait_driver
 
 pytestmark = pytest.mark.slow
 
@@ -65,13 +65,7 @@ def test_fractional_gpus_are_granted_and_packed(ray_head, gpu_worker, mlflow_ser
 
     # Trials long enough (several epochs) that the 4 of them overlap although their actors start one by one.
     spec = write_spec(tmp_path, "gpupack", "{cpu: 1, gpu: 0.5}", "{epochs: 3, train_size: 300}")
-    log = tmp_path / "driver.log"
-    driver = run_study(spec, cluster, mlflow_server, tmp_path / "ray_results", feature_cache, log)
-    try:
-        rc = wait_driver(driver, log, timeout=330)
-    finally:
-        kill_tree(driver)
-    assert rc == 0, log.read_text()[-4000:]
+    run_study_to_end(spec, cluster, mlflow_server, tmp_path, feature_cache, timeout=330)
 
     runs = trial_runs(mlflow_server, "gpupack-smoke")
     assert len(runs) == 4 and len({r.data.tags["bma.trial_key"] for r in runs}) == 4

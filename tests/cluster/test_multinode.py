@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, LocalCluster, RayNode, base_env, kill_tree, run_study, trial_runs, wait_driver
+from .conftest import (REPO, LocalCluster, RayNode, base_env, kill_tree, run_study, run_study_to_end, trial_runs,
+                       wait_driver)
 
 pytestmark = pytest.mark.slow
 
@@ -83,13 +84,7 @@ def cluster_nodes(two_workers):
 def test_trials_spread_over_worker_nodes(two_workers, mlflow_server, tmp_path, feature_cache):
     cluster, head, a, b = two_workers.cluster, two_workers.head, two_workers.a, two_workers.b
     spec = write_spec(tmp_path, "multinode", "{epochs: 1, train_size: 100}")
-    log = tmp_path / "driver.log"
-    driver = run_study(spec, cluster, mlflow_server, tmp_path / "ray_results", feature_cache, log)
-    try:
-        rc = wait_driver(driver, log, timeout=300)
-    finally:
-        kill_tree(driver)
-    assert rc == 0, log.read_text()[-4000:]
+    run_study_to_end(spec, cluster, mlflow_server, tmp_path, feature_cache, timeout=300)
 
     runs = trial_runs(mlflow_server, "multinode-smoke")
     keys = [r.data.tags["bma.trial_key"] for r in runs]
