@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,12 @@ SOURCE_KEYS = {"source", "root", "test_fold", "download"}
 RESOURCE_KEYS = {"cpu", "gpu"}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_TRIALS = 20_000
+MAX_SPEC_BYTES = 1 << 20  # a study spec is a short text file; anything larger is a mistake (or an attack)
+MAX_CLASSMAP_BYTES = 16 << 20
+# YAML aliases (*name) repeat a node without copying it: a few lines can stand for billions of values. A spec
+# expands to a few hundred nodes (paper.yaml: ~100); refuse one that expands past this, before building it.
+MAX_YAML_NODES = 50_000
+MAX_SHOWN = 120  # characters of a value quoted in a message
 # Settings that belong to the data section, not to a grid or trial block.
 DATA_PATHS = {p for p in FLAT_TYPES if p.startswith("data.")}
 
@@ -74,33 +81,197 @@ class StudySpec:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def _path_of(key: str) -> str:
-    return SHORT_NAMES.get(key, key)
+def _path_of(key: Any) -> str:
+    return SHORT_NAMES.get(key, key) if isinstance(key, str) else str(key)
 
 
-def _flatten_section(section: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
+def _flatten_section(section: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """(key as written, value) pairs of a trial/smoke block; nested sections become dotted keys. A list, not a
+    dict: ``model: {tau_m: ..}`` and ``model.tau_m: ..`` both give the key "model.tau_m", and both must be seen."""
+    out: list[tuple[str, Any]] = []
     for k, v in section.items():
         path = f"{prefix}{k}"
         if isinstance(v, dict) and f"{path}" not in FLAT_TYPES and _path_of(path) not in FLAT_TYPES:
-            out.update(_flatten_section(v, path + "."))
+            out.extend(_flatten_section(v, path + "."))
         else:
-            out[path] = v
+            out.append((path, v))
     return out
+
+
+def _settings(block: str, pairs: list[tuple[str, Any]], allowed, problems: list[str]) -> dict[str, tuple[str, Any]]:
+    """{dotted path: (key as written, value)} of one block; a setting named twice in any spelling (short name and
+    dotted path, nested section and dotted key) is refused rather than letting the last one win."""
+    out: dict[str, tuple[str, Any]] = {}
+    for key, value in pairs:
+        path = _path_of(key)
+        if not allowed(path):
+            problems.append(f"{block}.{key}: unknown setting (see docs/spec.md for the list)")
+            continue
+        if path in out:
+            first = out[path][0]
+            spelled = f"as {block}.{first} and {block}.{key}" if first != key else f"twice as {block}.{key}"
+            problems.append(f"{block}.{key}: {path} is set {spelled}; name a setting once")
+            continue
+        out[path] = (key, value)
+    return out
+
+
+def _canonical(path: str, value: Any) -> Any:
+    """The value a trial will see (YAML reads ``1e-3`` as a string and ``16.0`` as a float; the config coerces
+    both), or a marker of the raw value when it is not valid on its own (reported by the trial check)."""
+    try:
+        return TrialConfig.from_flat({path: value}).to_flat()[path]
+    except (ConfigError, TypeError, ValueError, OverflowError):
+        return ("raw", _show(value))
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
 
 
 def load_spec(path: str | Path, smoke: bool = False) -> StudySpec:
     """Read and validate; raises SpecError listing every problem (with its location in the file)."""
     path = Path(path)
     where = str(path)
-    if not path.is_file():
-        raise SpecError(where, [f"{where}: no such file (expected a study spec YAML, e.g. study/specs/quick.yaml)"])
+    text = read_text_file(path, "a study spec YAML, e.g. study/specs/quick.yaml", MAX_SPEC_BYTES, where)
+    raw, duplicates = _parse_yaml(text, where)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SpecError(where, [f"not valid YAML: {exc}"]) from None
-    spec = parse_spec(raw, where)
+        spec = parse_spec(raw, where)
+    except SpecError as exc:
+        raise SpecError(where, duplicates + exc.problems) from None
+    if duplicates:
+        raise SpecError(where, duplicates)
     return shrink_for_smoke(spec) if smoke else spec
+
+
+def read_text_file(path: Path, expected: str, max_bytes: int, where: str | None = None) -> str:
+    """The UTF-8 text of ``path``; SpecError naming the file when it is missing, a folder, too large, binary or
+    not UTF-8 (each is what a new user hands over by mistake: a results folder, a .db file, a Latin-1 export)."""
+    where = where or str(path)
+    problem, data = None, b""
+    try:
+        if path.is_dir():
+            problem = f"{path}: is a folder (expected {expected})"
+        elif not path.is_file():
+            problem = f"{path}: no such file (expected {expected})"
+        elif (size := path.stat().st_size) > max_bytes:
+            problem = f"{path}: {size:,} bytes is too large (expected {expected}, at most {max_bytes:,} bytes)"
+        else:
+            data = path.read_bytes()
+    except (OSError, ValueError) as exc:  # unreadable, a path with a NUL byte
+        problem = f"{path}: cannot be read ({type(exc).__name__}: {exc}); expected {expected}"
+    if problem is None and data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        problem = f"{path}: UTF-16 text; expected {expected} saved as UTF-8"
+    elif problem is None and b"\x00" in data:
+        problem = f"{path}: not a text file (it holds NUL bytes: binary data); expected {expected}"
+    if problem is None:
+        try:
+            return data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            problem = (f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                       f"expected {expected} saved as UTF-8")
+    raise SpecError(where, [problem])
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader; parse_yaml checks the composed node tree before any Python object is built."""
+
+
+def parse_yaml(text: str, where: str = "<spec>") -> Any:
+    """Parse YAML text, refusing what PyYAML accepts silently: a key given twice in one mapping (the last one
+    would win), aliases that expand past MAX_YAML_NODES nodes or refer to themselves, and nesting too deep to
+    parse. Raises SpecError."""
+    raw, duplicates = _parse_yaml(text, where)
+    if duplicates:
+        raise SpecError(where, duplicates)
+    return raw
+
+
+def _parse_yaml(text: str, where: str) -> tuple[Any, list[str]]:
+    """(the document, duplicate-key problems); SpecError for what cannot be parsed or expands too far."""
+    loader = _SpecLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None, []
+            problems, fatal = _node_problems(node)
+            if fatal:
+                raise SpecError(where, problems)
+            return loader.construct_document(node), problems
+        except yaml.YAMLError as exc:
+            raise SpecError(where, [f"not valid YAML: {exc}"]) from None
+        except RecursionError:
+            raise SpecError(where, ["top level: YAML nested too deeply to parse; expected a study spec"]) from None
+    finally:
+        loader.dispose()
+
+
+def _node_problems(root: yaml.Node) -> tuple[list[str], bool]:
+    """(problems, fatal): duplicate keys (with their YAML path and lines), and whether the document expands past
+    MAX_YAML_NODES or refers to itself (fatal: it must not be built). Sizes are counted once per distinct node, so
+    an alias bomb is measured without being expanded."""
+    problems: list[str] = []
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node, path: str) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise _Recursive(path)
+        active.add(key)
+        kids: list[tuple[str, yaml.Node]] = []
+        if isinstance(node, yaml.SequenceNode):
+            kids = [(f"{path}[{i}]", v) for i, v in enumerate(node.value)]
+        elif isinstance(node, yaml.MappingNode):
+            seen: dict[tuple[str, str], int] = {}
+            for k, v in node.value:
+                name = str(k.value) if isinstance(k, yaml.ScalarNode) else "?"
+                here = f"{path}.{name}" if path else name
+                kids += [(here, k), (here, v)]
+                if k.tag == "tag:yaml.org,2002:merge" or not isinstance(k, yaml.ScalarNode):
+                    continue  # `<<: *base` merges a mapping in; keys written beside it override it by design
+                if (k.tag, k.value) in seen:
+                    problems.append(f"{here}: key given twice in one mapping (lines {seen[k.tag, k.value] + 1} and "
+                                    f"{k.start_mark.line + 1}); YAML would silently keep the last one")
+                else:
+                    seen[k.tag, k.value] = k.start_mark.line
+        total = 1
+        for child_path, child in kids:
+            total += size(child, child_path)
+            if total > MAX_YAML_NODES:
+                break
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    try:
+        total = size(root, "")
+    except _Recursive as exc:
+        return [f"{exc.path or 'top level'}: a YAML alias refers to the node that contains it (a recursive "
+                "structure); expected plain values"], True
+    except RecursionError:
+        return ["top level: YAML nested too deeply to parse; expected a study spec"], True
+    if total > MAX_YAML_NODES:
+        return [f"top level: the YAML expands to more than {MAX_YAML_NODES:,} values through its aliases (*name); "
+                "expected a study spec of plain values (an alias bomb?)"], True
+    return problems, False
+
+
+class _Recursive(Exception):
+    def __init__(self, path: str):
+        self.path = path
+
+
+def _show(value: Any) -> str:
+    """repr of a value for a message, cut to MAX_SHOWN characters."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = "<recursive>"
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 3] + "..."
 
 
 def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
@@ -108,12 +279,12 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
     if not isinstance(raw, dict):
         raise SpecError(where, [f"top level: expected a mapping with keys name, data, grid, trial, resources; got {type(raw).__name__}"])
 
-    for key in sorted(set(raw) - TOP_LEVEL):
+    for key in sorted(set(raw) - TOP_LEVEL, key=str):
         problems.append(f"{key}: unknown top-level key (expected one of {sorted(TOP_LEVEL)})")
 
     name = raw.get("name")
     if not isinstance(name, str) or not NAME_RE.match(name):
-        problems.append(f"name: expected a study name of letters, digits, '_', '-', '.' (1-64 chars), got {name!r}")
+        problems.append(f"name: expected a study name of letters, digits, '_', '-', '.' (1-64 chars), got {_show(name)}")
 
     base: dict[str, Any] = {}
     # -- data ---------------------------------------------------------------------------------------------------
@@ -122,7 +293,7 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
     if not isinstance(data, dict):
         problems.append(f"data: expected a mapping with image and sound, got {type(data).__name__}")
         data = {}
-    for key in sorted(set(data) - DATA_KEYS):
+    for key in sorted(set(data) - DATA_KEYS, key=str):
         problems.append(f"data.{key}: unknown key (expected {sorted(DATA_KEYS)})")
     for side in ("image", "sound"):
         src = data.get(side)
@@ -131,19 +302,22 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
         if isinstance(src, str):
             src = {"source": src}
         if not isinstance(src, dict):
-            problems.append(f"data.{side}: expected a mapping like {{source: ...}}, got {src!r}")
+            problems.append(f"data.{side}: expected a mapping like {{source: ...}}, got {_show(src)}")
             continue
-        for key in sorted(set(src) - SOURCE_KEYS):
+        for key in sorted(set(src) - SOURCE_KEYS, key=str):
             problems.append(f"data.{side}.{key}: unknown key (expected {sorted(SOURCE_KEYS)})")
         for key in SOURCE_KEYS & set(src):
             base[f"data.{side}.{key}"] = src[key]
         root = src.get("root")
-        if root is not None and not Path(str(root)).expanduser().exists():
-            problems.append(f"data.{side}.root: {root} does not exist (expected the dataset's folder, or null for the mirror/download)")
-    if data.get("classmap") is not None:
-        base["data.classmap"] = data["classmap"]
-        if not Path(str(data["classmap"])).is_file():
-            problems.append(f"data.classmap: {data['classmap']} does not exist (expected a CSV image_class,sound_class)")
+        if root is not None and not _exists(root):
+            problems.append(f"data.{side}.root: {_show_path(root)} does not exist (expected the dataset's folder, or "
+                            "null for the mirror/download)")
+    classmap = data.get("classmap")
+    if classmap is not None:
+        base["data.classmap"] = classmap
+        problem = _classmap_problem(classmap)
+        if problem:
+            problems.append(f"data.classmap: {problem}")
     if data.get("cache_dir") is not None:
         base["data.cache_dir"] = data["cache_dir"]
 
@@ -153,11 +327,8 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
         problems.append(f"trial: expected a mapping of fixed settings, got {type(trial).__name__}")
         trial = {}
     labels: dict[str, str] = {}
-    for key, value in _flatten_section(trial).items():
-        path = _path_of(key)
-        if path not in FLAT_TYPES or path in DATA_PATHS:
-            problems.append(f"trial.{key}: unknown setting (see docs/spec.md for the list)")
-            continue
+    settable = lambda path: path in FLAT_TYPES and path not in DATA_PATHS  # noqa: E731
+    for path, (key, value) in _settings("trial", _flatten_section(trial), settable, problems).items():
         base[path] = value
         labels[path] = f"trial.{key}"
 
@@ -167,21 +338,34 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
     if not isinstance(grid_raw, dict) or not grid_raw:
         problems.append("grid: expected a non-empty mapping of setting -> list of values")
         grid_raw = {}
-    for key, values in grid_raw.items():
-        path = _path_of(key)
-        if path not in FLAT_TYPES or path in DATA_PATHS:
-            problems.append(f"grid.{key}: unknown setting (see docs/spec.md for the list)")
-            continue
+    for path, (key, values) in _settings("grid", [(str(k), v) for k, v in grid_raw.items()], settable,
+                                         problems).items():
         if not isinstance(values, list):
-            problems.append(f"grid.{key}: expected a list of values, got {values!r}")
+            problems.append(f"grid.{key}: expected a list of values, got {_show(values)}")
             continue
         if not values:
             problems.append(f"grid.{key}: empty list: the grid would have no trials")
             continue
-        if len(set(map(repr, values))) != len(values):
-            problems.append(f"grid.{key}: repeated values {values}")
+        # Compared as the trial will see them: [1e-3, 0.001] and [16, 16.0] are one value spelled twice, and two
+        # Tune trials would train one configuration into one MLflow run.
+        seen: dict[Any, Any] = {}
+        repeated = []
+        for value in values:
+            canon = _hashable(_canonical(path, value))
+            try:
+                if canon in seen:
+                    repeated.append(f"{_show(seen[canon])} and {_show(value)}" if _show(seen[canon]) != _show(value)
+                                    else _show(value))
+                else:
+                    seen[canon] = value
+            except TypeError:  # an unhashable value (a mapping): the trial check reports its type
+                continue
+        if repeated:
+            problems.append(f"grid.{key}: repeated values ({', '.join(repeated)} are the same {path}); "
+                            "expected each value once")
         if path in base:
-            problems.append(f"grid.{key}: also set in trial; a setting is either fixed or swept")
+            problems.append(f"grid.{key}: also set in trial (as {labels.get(path, path)}); a setting is either fixed "
+                            "or swept")
         grid[path] = values
         labels[path] = f"grid.{key}"
 
@@ -189,14 +373,14 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
     res = raw.get("resources", {"cpu": 1, "gpu": 0}) or {}
     resources = {"cpu": 1.0, "gpu": 0.0}
     if not isinstance(res, dict):
-        problems.append(f"resources: expected a mapping {{cpu: N, gpu: N}}, got {res!r}")
+        problems.append(f"resources: expected a mapping {{cpu: N, gpu: N}}, got {_show(res)}")
         res = {}
-    for key in sorted(set(res) - RESOURCE_KEYS):
+    for key in sorted(set(res) - RESOURCE_KEYS, key=str):
         problems.append(f"resources.{key}: unknown key (expected cpu, gpu)")
-    for key in RESOURCE_KEYS & set(res):
+    for key in sorted(RESOURCE_KEYS & set(res)):
         value = res[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            problems.append(f"resources.{key}: expected a number >= 0, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            problems.append(f"resources.{key}: expected a finite number >= 0, got {_show(value)}")
         elif key == "gpu" and value > 1 and not float(value).is_integer():
             problems.append(f"resources.gpu: fractions are allowed below 1 only (Ray's rule), got {value}")
         else:
@@ -206,23 +390,24 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
 
     mct = raw.get("max_concurrent_trials")
     if mct is not None and (isinstance(mct, bool) or not isinstance(mct, int) or mct < 1):
-        problems.append(f"max_concurrent_trials: expected a positive integer or null, got {mct!r}")
+        problems.append(f"max_concurrent_trials: expected a positive integer or null, got {_show(mct)}")
     mf = raw.get("max_failures", 0)
     if isinstance(mf, bool) or not isinstance(mf, int) or mf < -1:
-        problems.append(f"max_failures: expected an integer >= -1 (retries of a failed trial; -1 = forever), got {mf!r}")
+        problems.append(f"max_failures: expected an integer >= -1 (retries of a failed trial; -1 = forever), got {_show(mf)}")
+    description = raw.get("description", "")
+    if description is not None and not isinstance(description, (str, int, float)):
+        problems.append(f"description: expected free text, got {type(description).__name__}")
+        description = ""
     smoke = raw.get("smoke", {}) or {}
     if not isinstance(smoke, dict):
-        problems.append(f"smoke: expected a mapping of settings used by --smoke, got {smoke!r}")
+        problems.append(f"smoke: expected a mapping of settings used by --smoke, got {_show(smoke)}")
         smoke = {}
     smoke_flat = {}
     smoke_labels = {}
-    for key, value in _flatten_section(smoke).items():
-        path = _path_of(key)
-        if path not in FLAT_TYPES:
-            problems.append(f"smoke.{key}: unknown setting")
-        else:
-            smoke_flat[path] = value
-            smoke_labels[f"smoke:{path}"] = f"smoke.{key}"
+    for path, (key, value) in _settings("smoke", _flatten_section(smoke), lambda p: p in FLAT_TYPES,
+                                        problems).items():
+        smoke_flat[path] = value
+        smoke_labels[f"smoke:{path}"] = f"smoke.{key}"
 
     # -- every trial must make a valid TrialConfig ----------------------------------------------------------------
     spec = StudySpec(
@@ -232,7 +417,7 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
         resources=resources,
         max_concurrent_trials=mct if isinstance(mct, int) else None,
         max_failures=mf if isinstance(mf, int) else 0,
-        description=str(raw.get("description", "")),
+        description="" if description is None else str(description),
         source_path=where,
         smoke=smoke_flat,
         labels={**labels, **smoke_labels},
@@ -240,7 +425,7 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
     if grid and spec.n_trials > MAX_TRIALS:
         problems.append(f"grid: {spec.n_trials} trials exceed the limit of {MAX_TRIALS}; split the study")
     elif grid:
-        problems.extend(_trial_problems(spec))
+        problems.extend(_trial_problems(spec, distinct=not problems))
         if smoke_flat and not problems:
             # The smoke block's own values, checked on one trial (cheap); --smoke checks every shrunk trial.
             first = StudySpec(spec.name, {**spec.trial_flats()[0], **smoke_flat}, {}, resources, smoke=smoke_flat,
@@ -251,14 +436,45 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
     return spec
 
 
-def _trial_problems(spec: StudySpec, smoke: bool = False) -> list[str]:
+def _exists(path: Any) -> bool:
+    try:
+        return Path(str(path)).expanduser().exists()
+    except (OSError, ValueError):  # a NUL byte, a name too long
+        return False
+
+
+def _show_path(path: Any) -> str:
+    text = str(path)
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 3] + "..."
+
+
+def _classmap_problem(classmap: Any) -> str | None:
+    """Why the class-map file cannot be read as a UTF-8 CSV, or None (its columns and classes are checked with
+    the data by study/run.py)."""
+    if not isinstance(classmap, str):
+        return f"expected the path of a CSV image_class,sound_class, got {_show(classmap)}"
+    path = Path(classmap).expanduser()
+    if not _exists(path):
+        return f"{_show_path(classmap)} does not exist (expected a CSV image_class,sound_class)"
+    try:
+        read_text_file(path, "a CSV image_class,sound_class", MAX_CLASSMAP_BYTES)
+    except SpecError as exc:
+        return exc.problems[0]
+    return None
+
+
+def _trial_problems(spec: StudySpec, smoke: bool = False, distinct: bool = True) -> list[str]:
     """Config errors of any trial, each reported once, located where the file sets the value (grid.*, trial.*,
-    data.*, and smoke.* when ``smoke``); a problem of a default nobody set is located as trial.<dotted path>."""
+    data.*, and smoke.* when ``smoke``); a problem of a default nobody set is located as trial.<dotted path>.
+    With ``distinct``, two grid points that make the same configuration are refused too: Tune would train it
+    twice into one MLflow run (and report both as finished)."""
     seen: dict[str, None] = {}
     short = {v: k for k, v in SHORT_NAMES.items()}
-    for flat in spec.trial_flats():
+    configs: dict[TrialConfig, int] = {}
+    flats = spec.trial_flats()
+    for index, flat in enumerate(flats):
         try:
-            TrialConfig.from_flat(flat)
+            cfg = TrialConfig.from_flat(flat)
         except ConfigError as exc:
             for problem in exc.problems:
                 path, _, what = problem.partition(":")
@@ -273,6 +489,20 @@ def _trial_problems(spec: StudySpec, smoke: bool = False) -> list[str]:
                 else:
                     label = f"trial.{path}"
                 seen.setdefault(f"{label}:{what}", None)
+            continue
+        except (TypeError, ValueError, OverflowError) as exc:  # a value no setting can take (a mapping, a huge int)
+            seen.setdefault(f"grid: a trial cannot be built ({type(exc).__name__}: {_show(str(exc))})", None)
+            continue
+        try:
+            first = configs.setdefault(cfg, index)
+        except TypeError:
+            continue
+        if distinct and first != index and not seen:
+            a, b = flats[first], flat
+            differ = {k: (a.get(k), b.get(k)) for k in spec.grid if a.get(k) != b.get(k)}
+            where = ", ".join(f"{spec.labels.get(k, k)} {_show(x)} vs {_show(y)}" for k, (x, y) in differ.items())
+            seen.setdefault(f"grid: two grid points make the same trial configuration ({where}); expected each "
+                            "trial once (remove one of the values)", None)
     return list(seen)
 
 

@@ -199,11 +199,23 @@ def test_short_dotted_and_nested_names_are_equivalent(tmp_path):
     assert len({s.fingerprint() for s in specs}) == 1
 
 
+NULL_DEFAULT_SAMPLES = {float: 10.0, int: 10, str: "jackson"}  # "jackson": an FSDD speaker
+
+
+def _inner(hint):
+    """int for ``int | None``."""
+    import typing
+
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
 def test_every_short_name_maps_to_a_setting_and_is_accepted_in_grid_and_trial():
     defaults = TrialConfig().to_flat()
     for short, path in SHORT_NAMES.items():
         assert path in FLAT_TYPES, short
-        value = defaults[path] if defaults[path] is not None else 10.0  # sound_snr_db: null by default
+        # null by default (sound_snr_db, pairs, heldout_speaker, ...): a value of the setting's type
+        value = defaults[path] if defaults[path] is not None else NULL_DEFAULT_SAMPLES[_inner(FLAT_TYPES[path])]
         other = {"variant": ["bma"]} if short == "seed" else {"seed": [0]}
         assert parse_spec({"name": "s", "grid": {**other, short: [value]}}).grid[path] == [value], short
         assert parse_spec({"name": "s", "grid": other, "trial": {short: value}}).base[path] == value, short
