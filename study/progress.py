@@ -6,6 +6,7 @@ log files) it prints one line whenever a trial ends, and at most every 30 s othe
 
 from __future__ import annotations
 
+import os
 import time
 
 from ray.tune import Callback
@@ -67,7 +68,13 @@ class StudyProgress(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.status[trial.trial_id] = "failed"
+        self._say(f"trial {trial.trial_id} failed: {error_reason(trial)}  [{_settings(trial)}]; traceback: "
+                  f"{trial.path}/error.txt and MLflow")
         self._update(trials, force_line=True)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._say(f"trial {trial.trial_id} crashed ({error_reason(trial)}); restarting it from its last checkpoint "
+                  f"(failure {trial.run_metadata.num_failures})")
 
     def on_experiment_end(self, trials, **info):
         self._update(trials, force_line=True)
@@ -119,10 +126,53 @@ class StudyProgress(Callback):
                   f"pending {c['pending']}  failed {c['failed']}  ETA {_fmt(eta) if eta is not None else '?'}  "
                   f"best {self.metric} {best}", flush=True)
 
+    def _say(self, line: str) -> None:
+        """One line on the console (above the live table when there is one)."""
+        if self._live is not None:
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        else:
+            print(line, flush=True)
+
     def close(self) -> None:
         if self._live is not None:
             self._live.stop()
             self._live = None
+
+
+def error_reason(trial) -> str:
+    """The failed trial's exception on one line, ``Type: first line of its message`` (the full traceback stays in
+    the trial's error.txt and in MLflow's bma.error tag)."""
+    error = None
+    try:  # Tune has just written it beside the driver (the copy in storage is synced later)
+        import cloudpickle
+
+        if trial.pickled_error_file and os.path.isfile(trial.pickled_error_file):
+            with open(trial.pickled_error_file, "rb") as fh:
+                error = cloudpickle.load(fh)
+    except Exception:  # unreadable or unpicklable: fall back to the text
+        error = None
+    if error is not None:
+        cause = getattr(error, "cause", None) or error  # RayTaskError wraps the trainable's own exception
+        lines = str(cause).strip().splitlines()
+        return _cut(f"{type(cause).__name__}: {lines[0] if lines else ''}".rstrip(": "))
+    text = ""
+    try:
+        if trial.error_file and os.path.isfile(trial.error_file):
+            with open(trial.error_file, encoding="utf-8", errors="replace") as fh:
+                text = fh.read()
+    except OSError:
+        pass
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return _cut(lines[-1]) if lines else "unknown error (see the trial's log)"
+
+
+def _settings(trial) -> str:
+    config = getattr(trial, "config", None) or {}
+    return _cut(", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in config.items()), 160)
+
+
+def _cut(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _fmt(seconds: float) -> str:

@@ -27,6 +27,16 @@ EXIT_OK, EXIT_BAD_INPUT, EXIT_TRIALS_FAILED = 0, 2, 3
 FINGERPRINT_FILE = "bma_fingerprint.txt"
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of CPUs >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of CPUs >= 1, got {value}")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="study/run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("spec", help="study spec YAML (see study/specs/ and docs/spec.md)")
@@ -34,7 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--address", default=None, help="Ray cluster: 'auto' (on a cluster node) or ray://HOST:10001; default: embedded Ray")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db")
     p.add_argument("--storage", default=None, help="Tune results folder or s3://, gs:// URI; default ./ray_results")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray (default: all)")
+    p.add_argument("--num-cpus", type=_positive_int, default=None, help="CPUs of the embedded Ray (default: all)")
     p.add_argument("--metric", default="acc/sound_probe_h", help="metric whose best value the progress view shows")
     p.add_argument("--fresh", action="store_true", help="start over: set aside earlier Tune results of this study name")
     p.add_argument("--validate-only", action="store_true", help="check the spec and the data, start nothing")
@@ -56,6 +66,120 @@ def resolve_storage(arg: str | None) -> str:
     return str(Path(arg or "ray_results").resolve())
 
 
+# The reachability probe of a tracking server: one retry, 10 s per attempt (MLflow's defaults, 7 retries of up to
+# 120 s with exponential backoff, keep a study silent for many minutes before it says the server is not there).
+# Trials keep MLflow's defaults: a server that blips mid-study is waited for.
+PROBE_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+             "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def tracking_problem(uri: str) -> str | None:
+    """Why the driver cannot use the MLflow store ``uri``, or None: an unknown kind of URI, an in-memory SQLite
+    store, or a server that does not answer within seconds. (A local store's folder: ``local_store_folder``.)"""
+    from urllib.parse import urlsplit
+
+    scheme = urlsplit(uri).scheme.lower()
+    if scheme == "sqlite":
+        if not uri.startswith("sqlite:///") or uri == "sqlite:///":
+            return (f"--tracking-uri {uri}: expected sqlite:///PATH (an in-memory store cannot be shared with the "
+                    "trials)")
+        return None
+    if scheme in ("http", "https"):
+        return server_problem(uri)
+    try:
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+        _tracking_store_registry.get_store_builder(uri)
+    except (ImportError, AttributeError):  # MLflow's registry moved: let MLflow judge the URI when it is used
+        return None
+    except Exception:
+        return (f"--tracking-uri {uri}: unknown kind of MLflow store {scheme + '://' if scheme else ''!s}; expected "
+                "sqlite:///PATH, http(s)://HOST:PORT, or another MLflow store URI (postgresql://, mysql://, "
+                "databricks)")
+    return None
+
+
+def local_store_folder(uri: str) -> Path | None:
+    """The folder a local MLflow store (SQLite file, file store) writes into; None for a server or database."""
+    from urllib.parse import urlsplit
+
+    scheme = urlsplit(uri).scheme.lower()
+    if scheme == "sqlite" and uri.startswith("sqlite:///") and uri != "sqlite:///":
+        return Path(uri[len("sqlite:///"):].split("?", 1)[0]).parent
+    if scheme == "file":
+        return Path(urlsplit(uri).path)
+    if scheme == "" and uri:
+        return Path(uri)
+    return None
+
+
+def server_problem(uri: str) -> str | None:
+    """One cheap request to a tracking server with a short timeout and one retry (PROBE_ENV)."""
+    from mlflow.tracking import MlflowClient
+
+    saved = {k: os.environ.get(k) for k in PROBE_ENV}
+    os.environ.update(PROBE_ENV)
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as exc:  # MlflowException wrapping requests' errors, an HTTP error status
+        text = str(exc)
+        if "refused" in text.lower():
+            why = "connection refused: no server listens there"
+        elif "timed out" in text.lower() or "timeout" in text.lower():
+            why = f"no answer within {PROBE_ENV['MLFLOW_HTTP_REQUEST_TIMEOUT']} s (tried twice)"
+        else:
+            lines = text.strip().splitlines()
+            why = f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+        return (f"--tracking-uri {uri}: the MLflow tracking server cannot be used ({why}); start it "
+                "(e.g. cluster/start_mlflow.sh) or pass another --tracking-uri")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return None
+
+
+def unwritable(folder: Path) -> tuple[Path, str] | None:
+    """(the folder, why) when nothing can be created in ``folder`` (or, if it does not exist yet, in its nearest
+    existing parent), else None. Creates and removes a file: permission bits say nothing for root or on a
+    read-only mount."""
+    import tempfile
+
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return probe, "not a folder"
+    try:
+        fd, name = tempfile.mkstemp(prefix=".bma-write-check-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        return probe, exc.strerror or type(exc).__name__
+    return None
+
+
+def output_problems(tracking_uri: str, storage: str, experiment_dir: Path | None) -> list[str]:
+    """The MLflow store and the Tune results must be reachable and writable: one line per folder that is not."""
+    problems = [p for p in [tracking_problem(tracking_uri)] if p]
+    targets = {}
+    if (folder := local_store_folder(tracking_uri)) is not None:
+        targets[f"the MLflow store ({tracking_uri})"] = folder
+    if experiment_dir is not None:
+        targets[f"the Tune results (--storage {storage})"] = experiment_dir
+    blocked: dict[tuple[Path, str], list[str]] = {}
+    for what, folder in targets.items():
+        bad = unwritable(folder)
+        if bad:
+            blocked.setdefault(bad, []).append(what)
+    for (folder, why), whats in blocked.items():
+        problems.append(f"cannot write in {folder} ({why}), where {' and '.join(whats)} would go; run from a "
+                        "writable folder, or pass --tracking-uri and --storage")
+    return problems
+
+
 def reachable_from_workers(tracking_uri: str, address: str | None) -> str:
     """On a cluster, a loopback tracking URI given to the driver means the head's server: trials on other nodes
     must reach it through the head's address."""
@@ -73,8 +197,9 @@ def reachable_from_workers(tracking_uri: str, address: str | None) -> str:
     return tracking_uri
 
 
-def resources_problem(resources: dict[str, float]) -> str | None:
-    """Why no node of the running Ray cluster can ever hold one trial, or None."""
+def resources_problem(resources: dict[str, float], fix: bool = True) -> str | None:
+    """Why no node of the running Ray cluster can ever hold one trial (naming the resource, and with ``fix`` what
+    to change), or None."""
     import ray
 
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
@@ -82,7 +207,13 @@ def resources_problem(resources: dict[str, float]) -> str | None:
         need = resources[key]
         best = max((n.get(ray_key, 0.0) for n in nodes), default=0.0)
         if need > best:
-            return f"resources.{key}: {need:g} per trial, but the largest node has {best:g}"
+            if key == "gpu":
+                hint = "set resources.gpu: 0 (train on the CPU) or run on a cluster with GPUs (--address)"
+            else:
+                hint = (f"set resources.cpu to at most {best:g}, give the embedded Ray more CPUs (--num-cpus), "
+                       "or run on a cluster (--address)")
+            problem = f"resources.{key}: {need:g} per trial, but the largest node has {best:g}"
+            return f"{problem}; {hint}" if fix else problem
     return None
 
 
@@ -109,6 +240,10 @@ def prepare_data(spec: StudySpec, verbose: bool):
             except (DataError, ConfigError) as exc:
                 datas[key] = None
                 problems.append(f"data: {exc}")
+            except OSError as exc:  # the feature cache cannot be written (a read-only or full disk)
+                datas[key] = None
+                problems.append(f"data: {exc.filename or 'the feature cache'}: {exc.strerror or exc} (the feature "
+                                "cache is data.cache_dir, else $BMA_CACHE_DIR, else ~/.cache/bma-study)")
         if datas[key] is None:
             continue
         regime_id = (key, cfg.regime)
@@ -142,6 +277,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"(spec changed since). Rename the study, or pass --fresh to set the old results aside.", file=sys.stderr)
             return EXIT_BAD_INPUT
 
+    # Where results will go, checked before the data (which may take minutes) and before Ray: an unreachable server
+    # or a read-only folder is refused in seconds, with nothing written.
+    where = output_problems(tracking_uri, storage, experiment_dir)
+    if where:
+        print("error: " + "\n  ".join(where), file=sys.stderr)
+        return EXIT_BAD_INPUT
+
     print(f"study {name}: {spec.n_trials} trials, {spec.resources['cpu']:g} CPU / {spec.resources['gpu']:g} GPU each")
     datas, problems = prepare_data(spec, args.verbose)
     if problems:
@@ -153,7 +295,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.fresh and experiment_dir is not None and experiment_dir.exists():
         aside = experiment_dir.with_name(f"{experiment_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-        shutil.move(str(experiment_dir), aside)
+        try:
+            shutil.move(str(experiment_dir), aside)
+        except OSError as exc:
+            print(f"error: --fresh: cannot move {experiment_dir} aside ({exc.strerror or exc})", file=sys.stderr)
+            return EXIT_BAD_INPUT
         print(f"--fresh: earlier results moved to {aside}")
 
     return run_study(spec, name, fingerprint, datas, tracking_uri, storage, experiment_dir, args)
@@ -162,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
 def run_study(spec, name, fingerprint, datas, tracking_uri, storage, experiment_dir, args) -> int:
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # save the study's state often: a killed driver resumes
     if not args.verbose:
+        # A failed trial's traceback goes to its error.txt and to MLflow; the console gets one line (StudyProgress).
+        os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -171,28 +319,37 @@ def run_study(spec, name, fingerprint, datas, tracking_uri, storage, experiment_
     if not args.verbose:  # MLflow's and alembic's INFO lines about creating the store are noise here
         for logger in ("mlflow", "alembic"):
             logging.getLogger(logger).setLevel(logging.WARNING)
+        # "Trials did not complete: [...]": the failed trials are listed at the end, with their reasons
+        logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)
     from ray import tune
 
     from study.progress import StudyProgress
     from trainables.bma_trainable import StudyContext, train_bma
     from trainables.tracking import ensure_experiment, ensure_parent_run, retry
 
-    ray.init(
-        address=args.address,
-        num_cpus=args.num_cpus if args.address is None else None,
-        include_dashboard=False if args.address is None else None,
-        log_to_driver=args.verbose,
-        logging_level=logging.INFO if args.verbose else logging.ERROR,
-        configure_logging=True,
-        ignore_reinit_error=True,
-    )
+    try:
+        ray.init(
+            address=args.address,
+            num_cpus=args.num_cpus if args.address is None else None,
+            include_dashboard=False if args.address is None else None,
+            log_to_driver=args.verbose,
+            logging_level=logging.INFO if args.verbose else logging.ERROR,
+            configure_logging=True,
+            ignore_reinit_error=True,
+        )
+    except Exception as exc:  # a wrong --address, no cluster there, a Ray that cannot start
+        lines = str(exc).strip().splitlines()
+        what = f"--address {args.address}" if args.address else "the embedded Ray"
+        print(f"error: {what}: Ray could not start ({type(exc).__name__}: {lines[0] if lines else ''})",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     remote_uri = reachable_from_workers(tracking_uri, args.address)
     try:
         # Checked before anything is written: a refused study leaves no MLflow store or run behind.
         resources = {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]}
-        unfit = resources_problem(resources)
+        unfit = resources_problem(resources, fix=args.address is None)
         if unfit and args.address is None:
-            print(f"error: {spec.source_path}: {unfit}; set resources.gpu: 0 or run on a cluster (--address)", file=sys.stderr)
+            print(f"error: {spec.source_path}: {unfit}", file=sys.stderr)
             return EXIT_BAD_INPUT
         if unfit:
             print(f"warning: {unfit}; trials wait until the autoscaler adds such a node", file=sys.stderr)

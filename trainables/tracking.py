@@ -30,7 +30,11 @@ ROLE, STUDY, FINGERPRINT = "bma.role", "bma.study", "bma.fingerprint"
 
 
 def retry(call: Callable[[], T], attempts: int = 8, what: str = "MLflow call") -> T:
-    """SQLite stores refuse concurrent writers with 'database is locked': back off and retry; servers blip too."""
+    """SQLite stores refuse concurrent writers with 'database is locked': back off and retry; servers blip too.
+
+    A request to a tracking server is not retried here: MLflow's REST client has already retried it with its own
+    backoff (MLFLOW_HTTP_REQUEST_MAX_RETRIES, default 7, each attempt up to MLFLOW_HTTP_REQUEST_TIMEOUT s), and
+    retrying on top multiplied that into more than 10 silent minutes for a server that is not there."""
     delay = 0.2
     for attempt in range(attempts):
         try:
@@ -38,6 +42,8 @@ def retry(call: Callable[[], T], attempts: int = 8, what: str = "MLflow call") -
         except Exception as exc:  # MlflowException, sqlalchemy OperationalError, requests errors
             text = str(exc).lower()
             transient = any(s in text for s in ("locked", "busy", "timed out", "connection", "temporarily", "503", "502"))
+            if "api request to" in text:  # MLflow's REST layer: its retries are spent
+                transient = False
             if not transient or attempt == attempts - 1:
                 raise
             time.sleep(delay)
