@@ -8,6 +8,7 @@ grid may use the short names in ``SHORT_NAMES``.
 from __future__ import annotations
 
 import functools
+import math
 import types
 import typing
 from dataclasses import dataclass, fields, is_dataclass, replace
@@ -57,6 +58,12 @@ class RegimeConfig:
 
     pairing_ratio: float = 0.1  # fraction of the train_size samples per modality that come as pairs, (0, 1]
     train_size: int = 2000  # samples per modality used for training (paired + unpaired)
+    # The three pools set apart (the paper's question: a fixed sound pool, a swept unpaired image pool). Each null
+    # keeps the symmetric meaning: pairs = round(pairing_ratio * train_size), unpaired = train_size - pairs.
+    pairs: int | None = None  # class-matched pairs (the first `pairs` of the seed's image order; 5-20 per class)
+    unpaired_images: int | None = None  # images after the pairs in that order (MNIST: up to ~59,800 - pairs)
+    unpaired_sounds: int | None = None  # sounds after the pairs' sounds (FSDD: up to 2,500 - pairs)
+    heldout_speaker: str | None = None  # cross-domain: this FSDD speaker's clips leave training, become a test domain
     val_per_class: int = 20  # per modality and class, carved from train before anything else, fixed per seed
     seed: int = 0
     expand_sounds: bool = False  # allow train_size above the sound pool by reusing clips with augmentation
@@ -95,6 +102,10 @@ class LossConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     epochs: int = 20  # a 2,000-sample regime needs ~600 steps before the memory associates (assoc/* rises late)
+    # Equal compute across pool sizes: a fixed number of optimiser steps, whatever the pools hold (null: epochs).
+    # The loop then runs in rounds of round_steps steps; eval_every / info_every count rounds, as they count epochs.
+    steps: int | None = None
+    round_steps: int = 100  # a round = one report, one checkpoint, one MLflow step
     batch_size: int = 64  # small regimes: more steps per epoch; the pair batch is min(batch_size, pairs)
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -107,6 +118,10 @@ class EvalConfig:
     info_samples: int = 1000  # held-out samples per modality the information probes see
     info_estimators: tuple[str, ...] = ("gaussian", "ksg")  # cheap defaults; add infonce/nwj/mine/smile on request
     probe_max_iter: int = 100  # L-BFGS iterations of the linear probes (accuracy settles well before 100)
+    # Labelled samples per class the label-budget probes see (acc/<probe>/k<K>), next to the full-label probes.
+    # Few labels is where a better representation shows; 1/5/20 span one-shot to what ~10 min of labelling gives.
+    label_budgets: tuple[int, ...] = (1, 5, 20)
+    test_sound_snr_db: float | None = None  # cross-domain: also evaluate on test clips with white noise at this SNR
 
 
 @dataclass(frozen=True)
@@ -125,6 +140,15 @@ class TrialConfig:
         problems = validate(self)
         if problems:
             raise ConfigError(problems)
+
+    @property
+    def reads_labels(self) -> bool:
+        """Whether any learner of the trial reads a class label: the supervised encoder objective, or L_pair's
+        same-class negative mask. A label-free trial (contrastive/none encoders, pair_negatives: all) trains on
+        tensors that hold no labels; only the evaluation (probes, association read-out) reads them. The class-matched
+        pairs themselves are the weak supervision the setting gives (the AV-MNIST construction)."""
+        masks_pairs = self.model.variant != "unimodal" and self.loss.pair_negatives == "other_class"
+        return self.loss.encoder_objective == "supervised" or masks_pairs
 
     # -- flat form: what MLflow and Ray Tune see -------------------------------------------------------------
     def to_flat(self) -> dict[str, Any]:
@@ -179,6 +203,15 @@ SHORT_NAMES: dict[str, str] = {
     "batch_size": "optim.batch_size",
     "lr": "optim.lr",
     "encoder_objective": "loss.encoder_objective",
+    "pair_negatives": "loss.pair_negatives",
+    "pairs": "regime.pairs",
+    "unpaired_images": "regime.unpaired_images",
+    "unpaired_sounds": "regime.unpaired_sounds",
+    "heldout_speaker": "regime.heldout_speaker",
+    "steps": "optim.steps",
+    "round_steps": "optim.round_steps",
+    "label_budgets": "eval.label_budgets",
+    "test_sound_snr_db": "eval.test_sound_snr_db",
 }
 
 # The keys that identify a cell of a study (seeds are aggregated over within a cell).
@@ -211,6 +244,13 @@ def validate(cfg: TrialConfig) -> list[str]:
         p.append(f"regime.seed: expected an integer >= 0, got {r.seed}")
     if r.val_per_class < 1:
         p.append(f"regime.val_per_class: expected >= 1, got {r.val_per_class}")
+    for name in ("pairs", "unpaired_images", "unpaired_sounds"):
+        value = getattr(r, name)
+        if value is not None and value < (1 if name == "pairs" else 0):
+            p.append(f"regime.{name}: expected null or an integer >= {1 if name == 'pairs' else 0}, got {value}")
+    if r.heldout_speaker is not None and (not r.heldout_speaker or d.sound.source != "fsdd"):
+        p.append(f"regime.heldout_speaker: expected an FSDD speaker name with data.sound.source fsdd, "
+                 f"got {r.heldout_speaker!r} with {d.sound.source!r}")
     if r.image_noise_std < 0:
         p.append(f"regime.image_noise_std: expected >= 0, got {r.image_noise_std}")
     if m.variant not in VARIANTS:
@@ -248,24 +288,43 @@ def validate(cfg: TrialConfig) -> list[str]:
         p.append(f"optim.epochs: expected >= 1, got {o.epochs}")
     if o.batch_size < 2:
         p.append(f"optim.batch_size: expected >= 2 (contrastive losses need negatives), got {o.batch_size}")
+    if o.steps is not None and o.steps < 1:
+        p.append(f"optim.steps: expected null (train by epochs) or >= 1, got {o.steps}")
+    if o.round_steps < 1:
+        p.append(f"optim.round_steps: expected >= 1, got {o.round_steps}")
     if o.weight_decay < 0:
         p.append(f"optim.weight_decay: expected >= 0, got {o.weight_decay}")
     if o.lr <= 0:
         p.append(f"optim.lr: expected > 0, got {o.lr}")
     if f.sample_rate < 1000 or f.n_mels < 4 or f.n_fft < 16 or f.hop_length < 1 or f.clip_seconds <= 0:
         p.append("features: expected sample_rate >= 1000, n_mels >= 4, n_fft >= 16, hop_length >= 1, clip_seconds > 0")
-    from bma.info.estimators import MI_ESTIMATORS  # the registry imports no torch
+    from bma.info.estimators import CONTINUOUS_MI_ESTIMATORS  # the registry imports no torch
 
-    unknown = [name for name in e.info_estimators if name not in MI_ESTIMATORS]
+    # The probes estimate MI between continuous features: discrete estimators (plugin_mi) would fail every trial
+    # after training, so they are refused here.
+    unknown = [name for name in e.info_estimators if name not in CONTINUOUS_MI_ESTIMATORS]
     if unknown:
-        p.append(f"eval.info_estimators: unknown {unknown}; expected names from {sorted(MI_ESTIMATORS)}")
+        p.append(f"eval.info_estimators: {unknown} cannot estimate MI of continuous features; expected names from "
+                 f"{sorted(CONTINUOUS_MI_ESTIMATORS)}")
+    if not e.label_budgets or any(k < 1 for k in e.label_budgets) or len(set(e.label_budgets)) != len(e.label_budgets):
+        p.append(f"eval.label_budgets: expected distinct labelled samples per class >= 1, got {list(e.label_budgets)}")
     if f.image_size is not None and f.image_size < 8:
         p.append(f"features.image_size: expected null or >= 8 pixels, got {f.image_size}")
     if e.eval_every < 1 or e.info_every < 0 or e.info_samples < 50:
         p.append("eval: expected eval_every >= 1, info_every >= 0, info_samples >= 50")
+    p.extend(_non_finite(cfg))
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
         p.append(f"device: expected auto, cpu, cuda or cuda:N, got {cfg.device!r}")
     return p
+
+
+def _non_finite(cfg: TrialConfig) -> list[str]:
+    """NaN or infinity in any float setting: `tau_m: .inf` would train 'successfully' with uniform addressing."""
+    out = []
+    for path, value in _flatten(cfg).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            out.append(f"{path}: expected a finite number, got {value}")
+    return out
 
 
 # -- flat <-> nested ---------------------------------------------------------------------------------------------
@@ -321,7 +380,8 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
                 value = [v.strip() for v in value.strip("[]()").split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError([f"{path}: expected a list, got {value!r}"])
-        return tuple(str(v) for v in value)
+        item = args[0] if args else str
+        return tuple(_coerce(v, item, path) for v in value)
     try:
         if hint is bool:
             if isinstance(value, str):

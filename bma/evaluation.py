@@ -7,6 +7,10 @@ Definitions (one name, one meaning; see docs/metrics.md):
   one of its K nearest test sounds (Z_s, cosine) has the image's class. Instance-level recall is meaningless for
   class-matched pairs, so the class is the unit. ``retrieval/i2s_mem_r{1,5}``: the same in memory space (the
   recalled f_s,mem against the sounds' f_s). s2i mirrors both.
+- ``acc/<modality>_probe_<f|h>/k<K>``: the same probe fitted on K labelled samples per class only (the label
+  budget): the first K of each class in the seed's fixed order of the train split, the same for every regime.
+- ``xdomain/<domain>/acc/...``, ``xdomain/<domain>/assoc/s2i_acc``: probes fitted in the training domain, scored on
+  another domain's test clips (a held-out speaker, noisy audio; see bma.data.domains).
 - ``assoc/i2s_acc``: does f_s,mem recalled from each test image carry the image's class? Read out by the nearest
   class centroid (cosine) of the train sounds' own f_s. s2i mirrors it.
 """
@@ -72,25 +76,52 @@ def class_recall_at_k(query: np.ndarray, gallery: np.ndarray, query_y: np.ndarra
 
 def evaluate(model, split: dict, max_iter: int, device: torch.device) -> dict[str, float]:
     """``split`` holds tensors x_img_train, y_img_train, x_snd_train, y_snd_train, x_img_test, y_img_test,
-    x_snd_test, y_snd_test, x_img_pair, x_snd_pair, y_pair (labels in the common label space)."""
+    x_snd_test, y_snd_test, x_img_pair, x_snd_pair, y_pair (labels in the common label space) and optionally
+    the label-budget sets (x_img_budget, y_img_budget, img_budget_masks {K: mask}, and the snd mirror) and
+    sound_domains {name: (x, y)}, test domains other than the training one."""
     img_tr = embed(model, split["x_img_train"], "image", device)
     snd_tr = embed(model, split["x_snd_train"], "sound", device)
     img_te = embed(model, split["x_img_test"], "image", device)
     snd_te = embed(model, split["x_snd_test"], "sound", device)
     y = {k: split[k].numpy() for k in ("y_img_train", "y_snd_train", "y_img_test", "y_snd_test", "y_pair")}
+    domains = {name: (embed(model, x, "sound", device), yd.numpy()) for name, (x, yd) in split.get("sound_domains", {}).items()}
+    reps = ("f", "h") if model.has_memory else ("f",)
     m: dict[str, float] = {}
-    image_probe = fit_probe(img_tr["f_v"], y["y_img_train"], max_iter)
-    sound_probe = fit_probe(snd_tr["f_s"], y["y_snd_train"], max_iter)
-    m["acc/image_probe_f"] = float((image_probe.predict(img_te["f_v"]) == y["y_img_test"]).mean())
-    m["acc/sound_probe_f"] = float((sound_probe.predict(snd_te["f_s"]) == y["y_snd_test"]).mean())
+
+    def score(probe, x, y_true) -> float:
+        return float((probe.predict(x) == y_true).mean())
+
+    def probes(side: str, train: dict, y_train: np.ndarray, suffix: str = "") -> None:
+        """Fit the f and h probes of one modality and score them in-domain and on every test domain."""
+        key = "v" if side == "image" else "s"
+        test, y_test = (img_te, y["y_img_test"]) if side == "image" else (snd_te, y["y_snd_test"])
+        for rep in reps:
+            probe = fit_probe(train[f"{rep}_{key}"], y_train, max_iter)
+            m[f"acc/{side}_probe_{rep}{suffix}"] = score(probe, test[f"{rep}_{key}"], y_test)
+            if side == "sound":
+                for name, (emb, yd) in domains.items():
+                    m[f"xdomain/{name}/acc/sound_probe_{rep}{suffix}"] = score(probe, emb[f"{rep}_s"], yd)
+        if not model.has_memory:  # h = f without a memory: reported under both names so tables line up
+            m[f"acc/{side}_probe_h{suffix}"] = m[f"acc/{side}_probe_f{suffix}"]
+            for name in domains if side == "sound" else ():
+                m[f"xdomain/{name}/acc/sound_probe_h{suffix}"] = m[f"xdomain/{name}/acc/sound_probe_f{suffix}"]
+
+    probes("image", img_tr, y["y_img_train"])
+    probes("sound", snd_tr, y["y_snd_train"])
+    # Label budgets: the same probes fitted on K labelled samples per class (acc/<probe>/k<K>).
+    for side, tag in (("image", "img"), ("sound", "snd")):
+        if f"x_{tag}_budget" not in split:
+            continue
+        emb = embed(model, split[f"x_{tag}_budget"], side, device)
+        y_budget = split[f"y_{tag}_budget"].numpy()
+        for k, mask in split[f"{tag}_budget_masks"].items():
+            probes(side, {name: v[mask] for name, v in emb.items()}, y_budget[mask], suffix=f"/k{k}")
+
     if model.has_memory:
-        m["acc/image_probe_h"] = probe_accuracy(img_tr["h_v"], y["y_img_train"], img_te["h_v"], y["y_img_test"], max_iter)
-        m["acc/sound_probe_h"] = probe_accuracy(snd_tr["h_s"], y["y_snd_train"], snd_te["h_s"], y["y_snd_test"], max_iter)
         m["assoc/i2s_acc"] = association_accuracy(snd_tr["f_s"], y["y_snd_train"], img_te["f_s_mem"], y["y_img_test"])
         m["assoc/s2i_acc"] = association_accuracy(img_tr["f_v"], y["y_img_train"], snd_te["f_v_mem"], y["y_snd_test"])
-    else:  # h = f without a memory: same probe, reported under both names so tables line up across variants
-        m["acc/image_probe_h"] = m["acc/image_probe_f"]
-        m["acc/sound_probe_h"] = m["acc/sound_probe_f"]
+        for name, (emb, yd) in domains.items():
+            m[f"xdomain/{name}/assoc/s2i_acc"] = association_accuracy(img_tr["f_v"], y["y_img_train"], emb["f_v_mem"], yd)
 
     img_pair = embed(model, split["x_img_pair"], "image", device)
     snd_pair = embed(model, split["x_snd_pair"], "sound", device)

@@ -46,21 +46,57 @@ class TrialData:
     sound_train: FeatureSet
     sound_test: FeatureSet
     classmap: ClassMap
+    # FSDD only: each clip's speaker (held-out-speaker regimes and domains); None for other sources
+    sound_train_speakers: np.ndarray | None = None
+    sound_test_speakers: np.ndarray | None = None
+    # extra sound test domains (bma.data.domains), e.g. {"snr0db": noisy official test clips}
+    sound_test_domains: dict[str, FeatureSet] = field(default_factory=dict)
+
+
+def data_identity(cfg: TrialConfig) -> dict:
+    """The settings that decide a trial's TrialData: trials that agree on them share one (a study loads it once)."""
+    flat = cfg.to_flat()
+    return {k: v for k, v in flat.items() if k.startswith(("data.", "features.")) or k == "eval.test_sound_snr_db"}
 
 
 def load_trial_data(cfg: TrialConfig, store: FeatureStore | None = None) -> TrialData:
     """Features from the on-disk cache (computed on first use). A study calls this once and shares the result."""
+    from bma.data.domains import fsdd_speakers, noisy_test_sounds, snr_domain
+
     store = store or FeatureStore(cfg.data.cache_dir)
     image_train = store.images(cfg.data.image, cfg.features, "train")
     image_test = store.images(cfg.data.image, cfg.features, "test")
     sound_train = store.sounds(cfg.data.sound, cfg.features, "train")
     sound_test = store.sounds(cfg.data.sound, cfg.features, "test")
     classmap = load_classmap(cfg.data.classmap, image_train.classes, sound_train.classes)
-    return TrialData(image_train, image_test, sound_train, sound_test, classmap)
+    speakers = (None, None)
+    if cfg.data.sound.source == "fsdd":
+        speakers = tuple(fsdd_speakers(cfg.data.sound, split, cfg.data.cache_dir) for split in ("train", "test"))
+    domains = {}
+    if cfg.eval.test_sound_snr_db is not None:
+        domains[snr_domain(cfg.eval.test_sound_snr_db)] = noisy_test_sounds(
+            store, cfg.data.sound, cfg.features, cfg.eval.test_sound_snr_db)
+    return TrialData(image_train, image_test, sound_train, sound_test, classmap, *speakers, domains)
 
 
 def common_labels(fs: FeatureSet, mapping: np.ndarray) -> np.ndarray:
     return mapping[fs.y.numpy()]
+
+
+def sound_labels(cfg: TrialConfig, data: TrialData, split: str) -> np.ndarray:
+    """Common-space labels of a sound split; a held-out speaker's clips are -1 (in no regime, no in-domain test)."""
+    fs = data.sound_train if split == "train" else data.sound_test
+    y = common_labels(fs, data.classmap.sound_to_common)
+    speaker = cfg.regime.heldout_speaker
+    if speaker is not None:
+        from bma.data.domains import check_speaker
+
+        speakers = data.sound_train_speakers if split == "train" else data.sound_test_speakers
+        if speakers is None:
+            raise ConfigError([f"regime.heldout_speaker: {cfg.data.sound.source} data has no speakers"])
+        check_speaker(speaker, speakers)
+        y = np.where(speakers == speaker, -1, y)
+    return y
 
 
 def make_regime(cfg: TrialConfig, data: TrialData) -> Regime:
@@ -68,9 +104,9 @@ def make_regime(cfg: TrialConfig, data: TrialData) -> Regime:
     return build_regime(
         cfg.regime,
         common_labels(data.image_train, cm.image_to_common),
-        common_labels(data.sound_train, cm.sound_to_common),
+        sound_labels(cfg, data, "train"),
         common_labels(data.image_test, cm.image_to_common),
-        common_labels(data.sound_test, cm.sound_to_common),
+        sound_labels(cfg, data, "test"),
         cm.num_classes,
         image_keys=data.image_train.keys if cfg.data.image.source == "manifest" else None,
         sound_keys=data.sound_train.keys if cfg.data.sound.source == "manifest" else None,
@@ -138,9 +174,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def num_rounds(cfg: TrialConfig) -> int:
+    """Rounds of the loop: epochs, or ceil(optim.steps / optim.round_steps) with a fixed step budget."""
+    o = cfg.optim
+    return o.epochs if o.steps is None else -(-o.steps // o.round_steps)
+
+
+def steps_in_round(cfg: TrialConfig, pool: int, round_index: int) -> int:
+    """Optimiser steps of round ``round_index`` (1-based); ``pool`` = the larger single-sample pool (epoch mode)."""
+    o = cfg.optim
+    if o.steps is None:
+        return math.ceil(pool / o.batch_size)
+    return min(o.round_steps, o.steps - (round_index - 1) * o.round_steps)
+
+
 def tau_m_at(cfg: TrialConfig, epoch: int) -> float:
-    """Geometric anneal from tau_m (epoch 1) to tau_m_final (last epoch) when a final value is set."""
-    m, epochs = cfg.model, cfg.optim.epochs
+    """Geometric anneal from tau_m (round 1) to tau_m_final (last round) when a final value is set."""
+    m, epochs = cfg.model, num_rounds(cfg)
     if m.tau_m_final is None or epochs == 1:
         return m.tau_m
     return m.tau_m * (m.tau_m_final / m.tau_m) ** ((epoch - 1) / (epochs - 1))
@@ -183,27 +233,72 @@ class _Tensors:
         idx = lambda a: torch.as_tensor(a, dtype=torch.long)  # noqa: E731
         train_img, train_snd = idx(regime.train_image), idx(regime.train_sound)
         self.x_img = images(data.image_train.x, "train", regime.train_image).to(device)
-        self.y_img = y_img_tr[train_img].to(device)
         self.x_snd = data.sound_train.x[train_snd].to(device)
-        self.y_snd = y_snd_tr[train_snd].to(device)
+        # A label-free trial's training tensors hold no labels, so no learner can read one (evaluation still does).
+        self.reads_labels = cfg.reads_labels
+        self.y_img = y_img_tr[train_img].to(device) if self.reads_labels else None
+        self.y_snd = y_snd_tr[train_snd].to(device) if self.reads_labels else None
         n_pairs = len(regime.pair_image)
         # Pairs are the first n_pairs rows of the training tensors (train_image/train_sound start with the pairs).
         self.n_pairs = n_pairs
         self.val = (
             images(data.image_train.x, "train", regime.val_image).to(device),
             data.sound_train.x[idx(regime.val_sound)].to(device),
-            y_img_tr[idx(regime.val_image)].to(device),
+            y_img_tr[idx(regime.val_image)].to(device) if self.reads_labels else None,
         )
         test_img, test_snd = idx(regime.test_image), idx(regime.test_sound)
         self.eval_split = {
-            "x_img_train": self.x_img, "y_img_train": self.y_img.cpu(),
-            "x_snd_train": self.x_snd, "y_snd_train": self.y_snd.cpu(),
+            "x_img_train": self.x_img, "y_img_train": y_img_tr[train_img],
+            "x_snd_train": self.x_snd, "y_snd_train": y_snd_tr[train_snd],
             "x_img_test": images(data.image_test.x, "test", regime.test_image), "y_img_test": y_img_te[test_img],
             "x_snd_test": data.sound_test.x[test_snd], "y_snd_test": y_snd_te[test_snd],
             "x_img_pair": images(data.image_test.x, "test", regime.test_pair_image),
             "x_snd_pair": data.sound_test.x[idx(regime.test_pair_sound)],
             "y_pair": y_img_te[idx(regime.test_pair_image)],
         }
+        self.eval_split.update(_budget_sets(cfg, regime, data, y_img_tr, y_snd_tr, images))
+        self.eval_split["sound_domains"] = _sound_domains(cfg, data, regime, y_snd_tr, y_snd_te)
+
+
+def _budget_sets(cfg: TrialConfig, regime: Regime, data: TrialData, y_img, y_snd, images) -> dict:
+    """The labelled sets of the label-budget probes: the first K per class of the seed's fixed order (nested in K).
+    Returns the largest budget's samples and, per K, a mask selecting the K-budget rows among them."""
+    from bma.data.regimes import budget_subset
+
+    k_max = max(cfg.eval.label_budgets)
+    out = {}
+    for side, order, y, x in (("img", regime.label_order_image, y_img, data.image_train.x),
+                              ("snd", regime.label_order_sound, y_snd, data.sound_train.x)):
+        if order is None:  # natively paired data: no separate order; the budgets use the training rows
+            order = regime.train_image if side == "img" else regime.train_sound
+        chosen = budget_subset(order, y.numpy(), k_max)
+        labels = y[torch.as_tensor(chosen, dtype=torch.long)]
+        rank = np.zeros(len(chosen), dtype=np.int64)  # position of each sample within its class
+        seen: dict[int, int] = {}
+        for i, c in enumerate(labels.tolist()):
+            rank[i] = seen.get(c, 0)
+            seen[c] = rank[i] + 1
+        out[f"x_{side}_budget"] = images(x, "train", chosen) if side == "img" else x[torch.as_tensor(chosen, dtype=torch.long)]
+        out[f"y_{side}_budget"] = labels
+        out[f"{side}_budget_masks"] = {k: rank < k for k in cfg.eval.label_budgets}
+    return out
+
+
+def _sound_domains(cfg: TrialConfig, data: TrialData, regime: Regime, y_snd_tr, y_snd_te) -> dict:
+    """Sound test domains other than the training one: {name: (x, y)} (see bma.data.domains)."""
+    from bma.data.domains import speaker_domain
+
+    domains = {}
+    speaker = cfg.regime.heldout_speaker
+    if speaker is not None:
+        tr = np.flatnonzero((data.sound_train_speakers == speaker) & (y_snd_tr.numpy() >= 0))
+        te = np.flatnonzero((data.sound_test_speakers == speaker) & (y_snd_te.numpy() >= 0))
+        x = torch.cat([data.sound_train.x[torch.as_tensor(tr)], data.sound_test.x[torch.as_tensor(te)]])
+        domains[speaker_domain(speaker)] = (x, torch.cat([y_snd_tr[tr], y_snd_te[te]]))
+    for name, fs in data.sound_test_domains.items():
+        test = torch.as_tensor(regime.test_sound, dtype=torch.long)
+        domains[name] = (fs.x[test], y_snd_te[test])
+    return domains
 
 
 def fit(
@@ -213,14 +308,16 @@ def fit(
     data: TrialData | None = None,
     resume_from: str | Path | None = None,
     device: str | None = None,
+    regime: Regime | None = None,
 ) -> FitResult:
-    """Train one trial. ``on_epoch(epoch, metrics, state)`` runs after each epoch; returning False stops early.
-    ``device`` overrides cfg.device where the caller knows better (a Ray trial granted no GPU)."""
+    """Train one trial. ``on_epoch(epoch, metrics, state)`` runs after each round (an epoch, or ``optim.round_steps``
+    steps with a step budget); returning False stops early. ``device`` overrides cfg.device where the caller knows
+    better (a Ray trial granted no GPU); ``regime`` replaces the one built from ``data`` (tests)."""
     device = resolve_device(device or cfg.device)
     seed_everything(cfg.regime.seed)
     torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
     data = data or load_trial_data(cfg)
-    regime = make_regime(cfg, data)
+    regime = regime or make_regime(cfg, data)
     t = _Tensors(cfg, data, regime, device)
 
     model = BMAMemory(cfg.model, image_channels=data.image_train.x.shape[1], num_classes=regime.num_classes).to(device)
@@ -238,11 +335,19 @@ def fit(
         torch.set_rng_state(saved["rng"]["torch"])
         np.random.set_state(saved["rng"]["numpy"])
         random.setstate(saved["rng"]["python"])
+        if saved["rng"].get("cuda") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
 
     stopped = False
-    for epoch in range(state.epoch + 1, cfg.optim.epochs + 1):
-        metrics = _train_epoch(cfg, model, optimizer, t, epoch, device)
-        last = epoch == cfg.optim.epochs
+    rounds = num_rounds(cfg)
+    pool = max(len(t.x_img), len(t.x_snd))
+    done_steps = sum(steps_in_round(cfg, pool, r) for r in range(1, state.epoch + 1))
+    for epoch in range(state.epoch + 1, rounds + 1):
+        steps = steps_in_round(cfg, pool, epoch)
+        metrics = _train_epoch(cfg, model, optimizer, t, epoch, device, steps)
+        done_steps += steps
+        metrics["train/steps"] = done_steps
+        last = epoch == rounds
         if last or epoch % cfg.eval.eval_every == 0:
             t0 = time.perf_counter()
             metrics.update(evaluate(model, t.eval_split, cfg.eval.probe_max_iter, device))
@@ -256,7 +361,7 @@ def fit(
         state.epoch = epoch
         state.history.append(metrics)
         if on_epoch is not None and on_epoch(epoch, metrics, state) is False:
-            stopped = epoch < cfg.optim.epochs
+            stopped = epoch < rounds
             break
     final = _final(state.history)
     return FitResult(state.history, final, regime.counts(), stopped)
@@ -270,24 +375,43 @@ def _final(history: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def _train_epoch(cfg: TrialConfig, model: BMAMemory, optimizer, t: _Tensors, epoch: int, device) -> dict[str, float]:
+def _stream(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
+    """Indices 0..n-1 in fresh permutations laid end to end, at least ``length`` long (one permutation if n >= length)."""
+    return np.concatenate([rng.permutation(n) for _ in range(max(1, -(-length // n)))])
+
+
+def _train_epoch(cfg: TrialConfig, model: BMAMemory, optimizer, t: _Tensors, epoch: int, device, steps: int) -> dict[str, float]:
+    """One round of ``steps`` steps. The image and sound pools may differ in size: each is drawn in its own
+    permutations; in epoch mode a round covers the larger pool once (the smaller one is cycled), as it did before
+    the pools were set apart."""
     model.train()
     model.tau_m = tau_m_at(cfg, epoch)
     lo, variant = cfg.loss, cfg.model.variant
     rng = np.random.default_rng([cfg.regime.seed, epoch])
     aug = torch.Generator().manual_seed(cfg.regime.seed * 1_000_003 + epoch)
-    n, b = len(t.x_img), cfg.optim.batch_size
-    steps = math.ceil(n / b)
-    img_perm, snd_perm = rng.permutation(n), rng.permutation(n)
+    b = cfg.optim.batch_size
+    n_img, n_snd = len(t.x_img), len(t.x_snd)
+    # A pool smaller than a batch (50 pairs and no unpaired images) gives batches of the whole pool, never a
+    # sample twice in one batch (a duplicate would be a false negative of the contrastive objectives).
+    b_img, b_snd = min(b, n_img), min(b, n_snd)
+    pool = max(n_img, n_snd)
+
+    def length(n: int, batch: int) -> int:
+        # epoch mode: the larger pool once, in one permutation (its last batch may be short); else enough for steps
+        return n if cfg.optim.steps is None and n == pool else max(pool if cfg.optim.steps is None else 0, steps * batch)
+
+    img_perm, snd_perm = _stream(rng, n_img, length(n_img, b_img)), _stream(rng, n_snd, length(n_snd, b_snd))
     pair_b = min(b, t.n_pairs)
     pair_perm = np.concatenate([rng.permutation(t.n_pairs) for _ in range(-(-steps * pair_b // t.n_pairs))])
     use_amp = cfg.amp and device.type == "cuda"
     sums: dict[str, float] = {}
     t0 = time.perf_counter()
     for step in range(steps):
-        ii = torch.as_tensor(img_perm[step * b : (step + 1) * b], device=device)
-        si = torch.as_tensor(snd_perm[step * b : (step + 1) * b], device=device)
-        xv, yv, xs, ys = t.x_img[ii], t.y_img[ii], t.x_snd[si], t.y_snd[si]
+        ii = torch.as_tensor(img_perm[step * b_img : (step + 1) * b_img], device=device)
+        si = torch.as_tensor(snd_perm[step * b_snd : (step + 1) * b_snd], device=device)
+        xv, xs = t.x_img[ii], t.x_snd[si]
+        yv = t.y_img[ii] if t.reads_labels else None
+        ys = t.y_snd[si] if t.reads_labels else None
         if cfg.regime.expand_sounds:
             xs = augment_spectrograms(xs, aug)
         use_pairs = variant != "unimodal"
@@ -304,7 +428,7 @@ def _train_epoch(cfg: TrialConfig, model: BMAMemory, optimizer, t: _Tensors, epo
             total = lo.w_encoder * terms["encoder"]
             if use_pairs:
                 out = {**model.represent_image(f_v[:k]), **model.represent_sound(f_s[:k])}
-                pair_labels = t.y_img[pi] if lo.pair_negatives == "other_class" else None
+                pair_labels = t.y_img[pi] if lo.pair_negatives == "other_class" else None  # only read with labels
                 pair = losses.pair_loss(out, lo.tau_l, lo.w_address, lo.w_recall, pair_labels)
                 terms["pair"] = pair["total"]
                 terms.update({f"pair_{name}": v for name, v in pair.items() if name != "total"})
@@ -356,7 +480,7 @@ def _val_losses(cfg: TrialConfig, model: BMAMemory, t: _Tensors) -> dict[str, fl
     model.eval()
     xv, xs, yv = t.val
     out = model(x_v=xv, x_s=xs)
-    labels = yv if cfg.loss.pair_negatives == "other_class" else None
+    labels = yv if cfg.loss.pair_negatives == "other_class" else None  # None in a label-free trial
     pair = losses.pair_loss(out, cfg.loss.tau_l, cfg.loss.w_address, cfg.loss.w_recall, labels)
     model.train(was)
     return {"loss/val_pair": float(pair["total"]), "loss/val_pair_contrastive": float(pair["contrastive"])}

@@ -15,7 +15,7 @@ from pathlib import Path
 from ray import tune
 
 from bma.config import TrialConfig
-from bma.trainer import TrialData, fit
+from bma.trainer import TrialData, data_identity, fit
 from trainables.tracking import TrialTracker, finished_run
 
 RUN_ID_FILE = "mlflow_run.json"
@@ -45,7 +45,7 @@ class StudyContext:
 
 def data_key(cfg: TrialConfig) -> str:
     """Trials that share data and feature settings share one precomputed TrialData."""
-    return json.dumps({k: v for k, v in cfg.to_flat().items() if k.startswith(("data.", "features."))}, sort_keys=True, default=str)
+    return json.dumps(data_identity(cfg), sort_keys=True, default=str)
 
 
 def scalar_metrics(metrics: dict) -> dict:

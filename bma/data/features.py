@@ -95,6 +95,10 @@ class FeatureStore:
     def sounds(self, src: SourceConfig, feats: FeatureConfig, split: str) -> FeatureSet:
         return _as_set(self._entry("sounds", src, feats, split))
 
+    def train_stats(self, kind: str, src: SourceConfig, feats: FeatureConfig) -> tuple[list[float], list[float]]:
+        """(mean, std) that standardise every split of ``kind`` under these feature settings (the train split's)."""
+        return self._train_stats(kind, src, feats)
+
     def path(self, kind: str, src: SourceConfig, feats: FeatureConfig, split: str) -> Path:
         """Where the entry of ``kind`` ("images" or "sounds") for this split lives (it may not exist yet)."""
         return self._locate(kind, src, feats, split)[1]

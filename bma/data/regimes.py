@@ -1,6 +1,6 @@
 """Weakly paired data regimes: which samples a trial trains on, which of them come as pairs.
 
-A regime is (pairing_ratio, train_size, seed) over the train splits of an image source and a sound source whose
+A regime is (pairing_ratio, train_size, seed) -- or, set apart, (pairs, unpaired_images, unpaired_sounds, seed) -- over the train splits of an image source and a sound source whose
 classes are linked by a class map. It is *nested*: for one seed, every modality's samples are put in one fixed,
 class-interleaved order (class c0, c1, ..., c0, c1, ...), and a regime takes prefixes of it, so
 
@@ -99,6 +99,11 @@ class Regime:
     test_pair_image: np.ndarray  # class-matched test pairs for retrieval and information probes
     test_pair_sound: np.ndarray
     num_classes: int
+    # The seed's fixed order of each modality's train split outside validation: the label-budget probes take the
+    # first K of each class from it, so a budget's labelled set is nested in larger budgets and the same in every
+    # regime of the seed (it does not depend on the pool sizes, which is what a comparison across pools needs).
+    label_order_image: np.ndarray | None = None
+    label_order_sound: np.ndarray | None = None
 
     @property
     def train_image(self) -> np.ndarray:
@@ -173,6 +178,8 @@ def build_regime(
 
     img_order = interleaved_order(image_train_labels, num_classes, rng)
     snd_order = interleaved_order(sound_train_labels, num_classes, rng)
+    _check_validation(cfg, image_train_labels, num_classes, image_source, "images")
+    _check_validation(cfg, sound_train_labels, num_classes, sound_source, "sounds")
     # Validation: the first val_per_class of each class in the fixed order, removed before any regime is cut.
     img_val_mask = _first_per_class(img_order, image_train_labels, cfg.val_per_class)
     snd_val_mask = _first_per_class(snd_order, sound_train_labels, cfg.val_per_class)
@@ -180,24 +187,26 @@ def build_regime(
                                           snd_order[snd_val_mask], sound_train_labels)
     img_pool, snd_pool = img_order[~img_val_mask], snd_order[~snd_val_mask]
 
-    n = cfg.train_size
-    if n < 2 * num_classes:
-        raise RegimeError(f"regime.train_size: {n} is too small: the linear probes need at least two samples of "
-                          f"each of the {num_classes} classes (train_size >= {2 * num_classes})")
-    _check_size(n, len(img_pool), image_source, "images", cfg, expandable=False)
-    if n > len(snd_pool) and not cfg.expand_sounds:
-        _check_size(n, len(snd_pool), sound_source, "sounds", cfg, expandable=True)
-    n_pairs = max(1, int(round(cfg.pairing_ratio * n)))
+    n_pairs, n_img, n_snd = pool_sizes(cfg)
+    for what, count in (("images", n_pairs + n_img), ("sounds", n_pairs + n_snd)):
+        if count < 2 * num_classes:
+            raise RegimeError(f"{_size_setting(cfg, what)}: {count} training {what} is too small: the linear probes need "
+                              f"at least two samples of each of the {num_classes} classes (>= {2 * num_classes})")
+    _check_size(n_pairs + n_img, len(img_pool), image_source, "images", cfg, expandable=False)
+    if n_pairs + n_snd > len(snd_pool) and not cfg.expand_sounds:
+        _check_size(n_pairs + n_snd, len(snd_pool), sound_source, "sounds", cfg, expandable=True)
 
-    train_images = img_pool[:n]
+    # Pairs: the first n_pairs images of the order, each with the next unused sound of its class. With the pairs
+    # fixed, a larger unpaired pool only appends to the smaller one (nesting on every axis).
+    train_images = img_pool[: n_pairs + n_img]
     # Expansion reuses the sound order cyclically; the trainer augments every sound batch in that case.
-    reps = -(-n // len(snd_pool))
+    reps = -(-(n_pairs + n_snd) // len(snd_pool))
     snd_stream = np.tile(snd_pool, reps)
     pair_image, pair_sound = match_by_class(train_images[:n_pairs], image_train_labels, snd_stream, sound_train_labels)
     if len(pair_image) < n_pairs:
         raise RegimeError(
-            f"regime.pairing_ratio: {n_pairs} class-matched pairs needed but only {len(pair_image)} could be formed "
-            f"from {sound_source}'s sounds; lower pairing_ratio or train_size"
+            f"{'regime.pairs' if cfg.pairs is not None else 'regime.pairing_ratio'}: {n_pairs} class-matched pairs "
+            f"needed but only {len(pair_image)} could be formed from {sound_source}'s sounds; ask for fewer pairs"
         )
     used = np.zeros(len(snd_stream), dtype=bool)
     position = {}
@@ -205,7 +214,7 @@ def build_regime(
         position.setdefault(int(idx), []).append(pos)
     for idx in pair_sound:
         used[position[int(idx)].pop(0)] = True
-    unpaired_sound = snd_stream[~used][: n - n_pairs]
+    unpaired_sound = snd_stream[~used][:n_snd]
 
     test_img_order = interleaved_order(image_test_labels, num_classes, rng)
     test_snd_order = interleaved_order(sound_test_labels, num_classes, rng)
@@ -214,6 +223,8 @@ def build_regime(
         pair_image=pair_image,
         pair_sound=pair_sound,
         unpaired_image=train_images[n_pairs:],
+        label_order_image=img_pool,
+        label_order_sound=snd_pool,
         unpaired_sound=unpaired_sound,
         val_image=val_image,
         val_sound=val_sound,
@@ -227,6 +238,9 @@ def build_regime(
 
 def _build_native(cfg, img_train_y, snd_train_y, img_test_y, snd_test_y, num_classes, image_keys, sound_keys, rng):
     """Natively paired data (manifest rows): a pair is a row; unpaired samples are rows whose partner is hidden."""
+    if cfg.pairs is not None or cfg.unpaired_images is not None or cfg.unpaired_sounds is not None:
+        raise RegimeError("regime.pairs/unpaired_images/unpaired_sounds: natively paired (manifest) data takes "
+                          "pairing_ratio x train_size only; leave the three counts null")
     sound_of_key = {k: i for i, k in enumerate(sound_keys)}
     missing = [k for k in image_keys if k not in sound_of_key]
     if missing:
@@ -257,6 +271,19 @@ def _build_native(cfg, img_train_y, snd_train_y, img_test_y, snd_test_y, num_cla
     )
 
 
+def pool_sizes(cfg: RegimeConfig) -> tuple[int, int, int]:
+    """(pairs, unpaired images, unpaired sounds) of a regime; null counts take the symmetric train_size meaning."""
+    pairs = cfg.pairs if cfg.pairs is not None else max(1, int(round(cfg.pairing_ratio * cfg.train_size)))
+    images = cfg.unpaired_images if cfg.unpaired_images is not None else cfg.train_size - pairs
+    sounds = cfg.unpaired_sounds if cfg.unpaired_sounds is not None else cfg.train_size - pairs
+    return pairs, max(images, 0), max(sounds, 0)
+
+
+def budget_subset(order: np.ndarray, labels: np.ndarray, per_class: int) -> np.ndarray:
+    """The first ``per_class`` indices of each class in ``order``: nested in K, class-balanced, fixed per seed."""
+    return order[_first_per_class(order, labels, per_class)]
+
+
 def _first_per_class(order: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     seen: dict[int, int] = {}
     mask = np.zeros(len(order), dtype=bool)
@@ -268,11 +295,32 @@ def _first_per_class(order: np.ndarray, labels: np.ndarray, k: int) -> np.ndarra
     return mask
 
 
+def _size_setting(cfg: RegimeConfig, what: str) -> str:
+    """The setting a user edits when a pool of ``what`` does not fit."""
+    explicit = cfg.unpaired_images if what == "images" else cfg.unpaired_sounds
+    if explicit is not None:
+        return f"regime.unpaired_{what}"
+    return "regime.pairs" if cfg.pairs is not None else "regime.train_size"
+
+
 def _check_size(n: int, available: int, source: str, what: str, cfg: RegimeConfig, expandable: bool) -> None:
     if n <= available:
         return
     hint = "; set regime.expand_sounds: true to reuse clips with augmentation" if expandable else ""
+    setting = _size_setting(cfg, what)
+    pairs = "" if setting == "regime.train_size" else f" ({n} = pairs + unpaired {what})"
     raise RegimeError(
-        f"regime.train_size: {n} {what} requested per modality, but {source}'s train split has {available} "
+        f"{setting}: {n} {what} requested{pairs}, but {source}'s train split has {available} "
         f"after carving regime.val_per_class={cfg.val_per_class} per class for validation{hint}"
     )
+
+
+def _check_validation(cfg: RegimeConfig, labels: np.ndarray, num_classes: int, source: str, what: str) -> None:
+    """A validation split that would take a whole class leaves nothing to train on: blame val_per_class."""
+    counts = np.bincount(labels[labels >= 0], minlength=num_classes)
+    smallest = int(counts.min()) if len(counts) else 0
+    if cfg.val_per_class >= smallest:
+        raise RegimeError(
+            f"regime.val_per_class: {cfg.val_per_class} per class would leave nothing to train on: the smallest class "
+            f"of {source}'s train {what} has {smallest} samples (expected val_per_class < {smallest})"
+        )
