@@ -2,7 +2,9 @@
 
 Everything is written into a temporary directory beside the target and moved into place at the end, so a failed
 export leaves no partial output directory (and an earlier export of the same study stays until the new one is
-complete).
+complete). An existing ``--out`` folder is replaced only when an earlier export wrote it (its ``manifest.json``
+says so and lists every file in it) or when it is empty: anything else (a study's folder with its mlflow.db, a
+thesis folder, an export a user added notes to) is refused, never deleted.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ DEFAULT_OUT_ROOT = "reports"  # default output: reports/<study> under the curren
 DEFAULT_PLOT_METRICS = ("acc/image_probe_h", "acc/sound_probe_h", "retrieval/i2s_r1", "assoc/i2s_acc")
 DEFAULT_HEATMAP_METRICS = ("acc/image_probe_h", "assoc/i2s_acc")
 DEFAULT_EXCHANGE_METRICS = ("acc/image_probe_h", "acc/sound_probe_h", "assoc/i2s_acc")
+MANIFEST = "manifest.json"
+GENERATOR = "bma-study analysis export"  # manifest["generator"]: the mark of a folder this module wrote
 
 
 @dataclass
@@ -169,6 +173,7 @@ def build_outputs(data: StudyData, opts: ExportOptions, out_dir: str) -> tuple[l
     files.append(_write_text(j("summary.tex"), T.summary_latex(summary, keys, main_cols, opts.ci, opts.n_resamples,
                                                                data.study)))
     manifest = {
+        "generator": GENERATOR,
         "study": data.study,
         "tracking_uri": data.tracking_uri,
         "experiment_id": data.experiment_id,
@@ -183,27 +188,77 @@ def build_outputs(data: StudyData, opts: ExportOptions, out_dir: str) -> tuple[l
         "files": sorted(os.path.relpath(f, out_dir) for f in files),
         "notes": notes,
     }
-    files.append(_write_text(j("manifest.json"), json.dumps(manifest, indent=2, default=str) + "\n"))
+    files.append(_write_text(j(MANIFEST), json.dumps(manifest, indent=2, default=str) + "\n"))
     return files, notes, {"summary": summary, "compare": compare, "exchange": exchange}
 
 
+def replace_problem(out_dir: str) -> str | None:
+    """Why the existing ``out_dir`` must not be replaced by an export, or None (it does not exist, is empty, or is
+    exactly what an earlier export wrote: its manifest lists every file in it)."""
+    if os.path.islink(out_dir):
+        return f"--out {out_dir} is a symbolic link; give the folder itself (or a new one)"
+    if not os.path.exists(out_dir):
+        return None
+    if not os.path.isdir(out_dir):
+        return f"--out {out_dir} exists and is not a directory; choose a new folder"
+    cwd = os.path.realpath(os.getcwd())
+    real = os.path.realpath(out_dir)
+    if cwd == real or cwd.startswith(real.rstrip(os.sep) + os.sep):
+        return (f"--out {out_dir} is the current folder or one above it; an export replaces its --out folder "
+                "wholesale: choose a new folder (default reports/<study>)")
+    try:
+        present = []
+        for root, dirs, names in os.walk(out_dir):
+            present += [os.path.relpath(os.path.join(root, n), out_dir) for n in names]
+            present += [os.path.relpath(os.path.join(root, d), out_dir) + os.sep for d in dirs
+                        if os.path.islink(os.path.join(root, d))]
+    except OSError as exc:
+        return f"--out {out_dir}: cannot be read ({exc.strerror or exc})"
+    if not present:
+        return None  # an empty folder: nothing to lose
+    refuse = (f"--out {out_dir} exists and was not written by `python -m analysis export` (no export manifest.json "
+              "in it); refusing to replace it: choose a new or empty folder")
+    try:
+        with open(os.path.join(out_dir, MANIFEST), encoding="utf-8") as fh:
+            manifest = json.load(fh)
+    except (OSError, ValueError):
+        return refuse
+    listed = manifest.get("files") if isinstance(manifest, dict) else None
+    legacy = isinstance(manifest, dict) and {"study", "created", "options", "files"} <= set(manifest)
+    if not isinstance(listed, list) or not (manifest.get("generator") == GENERATOR or legacy):
+        return refuse
+    extra = sorted(set(present) - {str(f) for f in listed} - {MANIFEST})
+    if extra:
+        shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        return (f"--out {out_dir} holds an earlier export plus files it did not write ({shown}); refusing to "
+                "replace it: move them out, or choose another --out")
+    return None
+
+
 def run_export(opts: ExportOptions) -> ExportResult:
-    """Collect the study, then write every output into ``opts.out`` (default reports/<study>) atomically."""
+    """Collect the study, then write every output into ``opts.out`` (default reports/<study>) atomically. An existing
+    folder is replaced only if an earlier export wrote it (``replace_problem``)."""
     data = collect_study(opts.study, opts.tracking_uri, opts.metrics, opts.parent_run)  # errors before any output
     out_dir = os.path.abspath(opts.out or os.path.join(DEFAULT_OUT_ROOT, data.study))
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise AnalysisError(f"--out {out_dir} exists and is not a directory")
+    problem = replace_problem(out_dir)
+    if problem:
+        raise AnalysisError(problem)
     parent = os.path.dirname(out_dir)
     made = []
     probe = parent
     while not os.path.exists(probe):
         made.append(probe)
         probe = os.path.dirname(probe)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.partial-", dir=parent)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.partial-", dir=parent)
+    except OSError as exc:
+        _remove_made(made)
+        raise AnalysisError(f"--out {out_dir}: cannot write in {exc.filename or parent} "
+                            f"({exc.strerror or exc}); choose a writable folder") from None
+    old = None
     try:
         files, notes, frames = build_outputs(data, opts, tmp)
-        old = None
         if os.path.exists(out_dir):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=parent)
             os.rmdir(old)
@@ -211,13 +266,14 @@ def run_export(opts: ExportOptions) -> ExportResult:
         os.rename(tmp, out_dir)
         if old:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        for d in made:  # directories this call created, deepest first
-            try:
-                os.rmdir(d)
-            except OSError:
-                break
+        if old and os.path.exists(old) and not os.path.exists(out_dir):
+            os.rename(old, out_dir)  # the earlier export stays until a new one is complete
+        _remove_made(made)
+        if isinstance(exc, OSError):  # a full disk, a folder that turned read-only: a problem to fix, no traceback
+            raise AnalysisError(f"--out {out_dir}: writing the export failed ({exc.strerror or exc}); nothing was "
+                                "replaced") from exc
         raise
     files = [os.path.join(out_dir, os.path.relpath(f, tmp)) for f in files]
     for n in notes:
@@ -225,4 +281,12 @@ def run_export(opts: ExportOptions) -> ExportResult:
     return ExportResult(out_dir, files, notes, data, frames["summary"], frames["compare"], frames["exchange"])
 
 
-__all__ = ["ExportOptions", "ExportResult", "MAIN_METRICS", "build_outputs", "run_export"]
+def _remove_made(made: list[str]) -> None:
+    for d in made:  # directories this call created, deepest first
+        try:
+            os.rmdir(d)
+        except OSError:
+            break
+
+
+__all__ = ["ExportOptions", "ExportResult", "MAIN_METRICS", "build_outputs", "replace_problem", "run_export"]

@@ -18,6 +18,7 @@ import hashlib
 import os
 import pickle
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -126,6 +127,12 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
         raise DataError(f"{path}: audio file does not exist")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: audio file is empty (0 bytes); expected a WAV/FLAC/OGG file")
+    short = wav_cut_short(path)
+    if short is not None:
+        declared, held = short
+        raise DataError(f"{path}: WAV file is cut short: its header declares {declared:,} bytes of audio, the file "
+                        f"holds {held:,} ({100 * held / declared:.0f} %); expected a complete file (re-copy or "
+                        "re-download it, or remove it)")
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError/TypeError on corrupt files
@@ -139,6 +146,35 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
     if not np.all(np.isfinite(mono)):
         raise DataError(f"{path}: audio file holds NaN or infinite samples")
     return np.clip(mono, -1.0, 1.0).astype(np.float32, copy=False), int(rate)
+
+
+def wav_cut_short(path: Path) -> tuple[int, int] | None:
+    """(bytes the data chunk declares, bytes the file holds after it) when a RIFF/WAVE file ends before its audio
+    does, else None. libsndfile reads such a file silently up to where it ends (a copy or download cut off).
+    Sizes a streaming writer leaves unset (0 or 0xFFFFFFFF) and RF64 files are not judged."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+                return None
+            order = "<" if head[:4] == b"RIFF" else ">"
+            pos = 12
+            while pos + 8 <= size:
+                fh.seek(pos)
+                chunk = fh.read(8)
+                if len(chunk) < 8:
+                    return None
+                (length,) = struct.unpack(order + "I", chunk[4:])
+                if chunk[:4] == b"data":
+                    held = size - pos - 8
+                    if length in (0, 0xFFFFFFFF) or length <= held:
+                        return None
+                    return length, held
+                pos += 8 + length + (length & 1)
+    except OSError:
+        return None  # sf.read reports the file
+    return None
 
 
 # -- helpers -----------------------------------------------------------------------------------------------------
@@ -664,4 +700,5 @@ __all__ = [
     "read_audio",
     "read_idx",
     "read_images",
+    "wav_cut_short",
 ]

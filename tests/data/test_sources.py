@@ -416,3 +416,26 @@ def test_fsdd_bad_name(tmp_path):
     expected = r"recording-one.wav: file name does not match FSDD's \{digit\}_\{speaker\}_\{index\}.wav"
     with pytest.raises(DataError, match=expected):
         load_sounds(SourceConfig("fsdd", root=str(tmp_path)), "test")
+
+
+def test_read_audio_refuses_a_wav_cut_short(tmp_path):
+    """A WAV whose file ends before its data chunk does (an interrupted copy): libsndfile would read the first part
+    silently; it is refused naming the file and both sizes."""
+    import soundfile as sf
+
+    full = tmp_path / "full.wav"
+    sf.write(str(full), (0.5 * np.sin(np.arange(1600) / 5)).astype(np.float32), 8000, subtype="PCM_16")
+    data = full.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: len(data) // 2])
+    assert sf.info(str(cut)).frames < 1600  # what libsndfile alone makes of it: fewer frames, no error
+    with pytest.raises(DataError, match=r"cut.wav: WAV file is cut short: its header declares 3,200 bytes of audio, "
+                                        r"the file holds 1,578 \(49 %\)"):
+        read_audio(cut)
+    wave, rate = read_audio(full)  # the complete file reads as before
+    assert rate == 8000 and wave.shape == (1600,)
+    # a streaming writer's unset size (0xFFFFFFFF) is not judged: libsndfile reads to the end of the file
+    streamed = tmp_path / "streamed.wav"
+    i = data.index(b"data")
+    streamed.write_bytes(data[: i + 4] + b"\xff\xff\xff\xff" + data[i + 8:])
+    assert read_audio(streamed)[0].shape == (1600,)
