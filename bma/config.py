@@ -122,6 +122,12 @@ class EvalConfig:
     # Few labels is where a better representation shows; 1/5/20 span one-shot to what ~10 min of labelling gives.
     label_budgets: tuple[int, ...] = (1, 5, 20)
     test_sound_snr_db: float | None = None  # cross-domain: also evaluate on test clips with white noise at this SNR
+    # cross-domain: another dataset's test split (classes matched by name to the training classes), probes scored
+    # there as xdomain/image_<source>/... and xdomain/sound_<source>/...; e.g. imagefolder + a root
+    xdomain_image_source: str | None = None
+    xdomain_image_root: str | None = None
+    xdomain_sound_source: str | None = None
+    xdomain_sound_root: str | None = None
 
 
 @dataclass(frozen=True)
@@ -306,6 +312,13 @@ def validate(cfg: TrialConfig) -> list[str]:
     if unknown:
         p.append(f"eval.info_estimators: {unknown} cannot estimate MI of continuous features; expected names from "
                  f"{sorted(CONTINUOUS_MI_ESTIMATORS)}")
+    if e.xdomain_image_source is not None and e.xdomain_image_source not in IMAGE_SOURCES:
+        p.append(f"eval.xdomain_image_source: expected null or one of {IMAGE_SOURCES}, got {e.xdomain_image_source!r}")
+    if e.xdomain_sound_source is not None and e.xdomain_sound_source not in SOUND_SOURCES:
+        p.append(f"eval.xdomain_sound_source: expected null or one of {SOUND_SOURCES}, got {e.xdomain_sound_source!r}")
+    for side in ("image", "sound"):
+        if getattr(e, f"xdomain_{side}_root") is not None and getattr(e, f"xdomain_{side}_source") is None:
+            p.append(f"eval.xdomain_{side}_root: set, but eval.xdomain_{side}_source is null")
     if not e.label_budgets or any(k < 1 for k in e.label_budgets) or len(set(e.label_budgets)) != len(e.label_budgets):
         p.append(f"eval.label_budgets: expected distinct labelled samples per class >= 1, got {list(e.label_budgets)}")
     if f.image_size is not None and f.image_size < 8:

@@ -85,6 +85,8 @@ def evaluate(model, split: dict, max_iter: int, device: torch.device) -> dict[st
     snd_te = embed(model, split["x_snd_test"], "sound", device)
     y = {k: split[k].numpy() for k in ("y_img_train", "y_snd_train", "y_img_test", "y_snd_test", "y_pair")}
     domains = {name: (embed(model, x, "sound", device), yd.numpy()) for name, (x, yd) in split.get("sound_domains", {}).items()}
+    image_domains = {name: (embed(model, x, "image", device), yd.numpy())
+                     for name, (x, yd) in split.get("image_domains", {}).items()}
     reps = ("f", "h") if model.has_memory else ("f",)
     m: dict[str, float] = {}
 
@@ -95,16 +97,16 @@ def evaluate(model, split: dict, max_iter: int, device: torch.device) -> dict[st
         """Fit the f and h probes of one modality and score them in-domain and on every test domain."""
         key = "v" if side == "image" else "s"
         test, y_test = (img_te, y["y_img_test"]) if side == "image" else (snd_te, y["y_snd_test"])
+        side_domains = domains if side == "sound" else image_domains
         for rep in reps:
             probe = fit_probe(train[f"{rep}_{key}"], y_train, max_iter)
             m[f"acc/{side}_probe_{rep}{suffix}"] = score(probe, test[f"{rep}_{key}"], y_test)
-            if side == "sound":
-                for name, (emb, yd) in domains.items():
-                    m[f"xdomain/{name}/acc/sound_probe_{rep}{suffix}"] = score(probe, emb[f"{rep}_s"], yd)
+            for name, (emb, yd) in side_domains.items():
+                m[f"xdomain/{name}/acc/{side}_probe_{rep}{suffix}"] = score(probe, emb[f"{rep}_{key}"], yd)
         if not model.has_memory:  # h = f without a memory: reported under both names so tables line up
             m[f"acc/{side}_probe_h{suffix}"] = m[f"acc/{side}_probe_f{suffix}"]
-            for name in domains if side == "sound" else ():
-                m[f"xdomain/{name}/acc/sound_probe_h{suffix}"] = m[f"xdomain/{name}/acc/sound_probe_f{suffix}"]
+            for name in side_domains:
+                m[f"xdomain/{name}/acc/{side}_probe_h{suffix}"] = m[f"xdomain/{name}/acc/{side}_probe_f{suffix}"]
 
     probes("image", img_tr, y["y_img_train"])
     probes("sound", snd_tr, y["y_snd_train"])
@@ -122,6 +124,8 @@ def evaluate(model, split: dict, max_iter: int, device: torch.device) -> dict[st
         m["assoc/s2i_acc"] = association_accuracy(img_tr["f_v"], y["y_img_train"], snd_te["f_v_mem"], y["y_snd_test"])
         for name, (emb, yd) in domains.items():
             m[f"xdomain/{name}/assoc/s2i_acc"] = association_accuracy(img_tr["f_v"], y["y_img_train"], emb["f_v_mem"], yd)
+        for name, (emb, yd) in image_domains.items():
+            m[f"xdomain/{name}/assoc/i2s_acc"] = association_accuracy(snd_tr["f_s"], y["y_snd_train"], emb["f_s_mem"], yd)
 
     img_pair = embed(model, split["x_img_pair"], "image", device)
     snd_pair = embed(model, split["x_snd_pair"], "sound", device)

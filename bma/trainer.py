@@ -51,17 +51,20 @@ class TrialData:
     sound_test_speakers: np.ndarray | None = None
     # extra sound test domains (bma.data.domains), e.g. {"snr0db": noisy official test clips}
     sound_test_domains: dict[str, FeatureSet] = field(default_factory=dict)
+    # another dataset's test split: {"image_imagefolder": (features, common-space labels)} (bma.data.domains)
+    dataset_domains: dict[str, tuple[FeatureSet, np.ndarray]] = field(default_factory=dict)
 
 
 def data_identity(cfg: TrialConfig) -> dict:
     """The settings that decide a trial's TrialData: trials that agree on them share one (a study loads it once)."""
     flat = cfg.to_flat()
-    return {k: v for k, v in flat.items() if k.startswith(("data.", "features.")) or k == "eval.test_sound_snr_db"}
+    return {k: v for k, v in flat.items()
+            if k.startswith(("data.", "features.", "eval.xdomain_")) or k == "eval.test_sound_snr_db"}
 
 
 def load_trial_data(cfg: TrialConfig, store: FeatureStore | None = None) -> TrialData:
     """Features from the on-disk cache (computed on first use). A study calls this once and shares the result."""
-    from bma.data.domains import fsdd_speakers, noisy_test_sounds, snr_domain
+    from bma.data.domains import dataset_domain, dataset_domain_name, fsdd_speakers, noisy_test_sounds, snr_domain
 
     store = store or FeatureStore(cfg.data.cache_dir)
     image_train = store.images(cfg.data.image, cfg.features, "train")
@@ -76,7 +79,21 @@ def load_trial_data(cfg: TrialConfig, store: FeatureStore | None = None) -> Tria
     if cfg.eval.test_sound_snr_db is not None:
         domains[snr_domain(cfg.eval.test_sound_snr_db)] = noisy_test_sounds(
             store, cfg.data.sound, cfg.features, cfg.eval.test_sound_snr_db)
-    return TrialData(image_train, image_test, sound_train, sound_test, classmap, *speakers, domains)
+    datasets = {}
+    e = cfg.eval
+    for kind, source, root, train, to_common in (
+        ("images", e.xdomain_image_source, e.xdomain_image_root, image_train, classmap.image_to_common),
+        ("sounds", e.xdomain_sound_source, e.xdomain_sound_root, sound_train, classmap.sound_to_common),
+    ):
+        if source is not None:
+            fs, y = dataset_domain(store, kind, source, root, cfg.features, train.classes, to_common)
+            if fs.x.shape[1:2] != train.x.shape[1:2]:
+                from bma.data.errors import DataError
+
+                raise DataError(f"eval.xdomain_{kind[:-1]}_source: {source} has {fs.x.shape[1]} channels, the training "
+                                f"data {train.x.shape[1]} (the encoder takes one channel count)")
+            datasets[dataset_domain_name(kind, source)] = (fs, y)
+    return TrialData(image_train, image_test, sound_train, sound_test, classmap, *speakers, domains, datasets)
 
 
 def common_labels(fs: FeatureSet, mapping: np.ndarray) -> np.ndarray:
@@ -258,6 +275,11 @@ class _Tensors:
         }
         self.eval_split.update(_budget_sets(cfg, regime, data, y_img_tr, y_snd_tr, images))
         self.eval_split["sound_domains"] = _sound_domains(cfg, data, regime, y_snd_tr, y_snd_te)
+        self.eval_split["image_domains"] = {}
+        for name, (fs, y) in data.dataset_domains.items():
+            keep = torch.as_tensor(np.flatnonzero(y >= 0))
+            target = "image_domains" if name.startswith("image_") else "sound_domains"
+            self.eval_split[target][name] = (fs.x[keep], torch.as_tensor(y)[keep])
 
 
 def _budget_sets(cfg: TrialConfig, regime: Regime, data: TrialData, y_img, y_snd, images) -> dict:

@@ -2,6 +2,9 @@
 
 - ``speaker_<name>``: FSDD speakers are held out by ``regime.heldout_speaker``: that speaker's clips (train and test
   splits) leave training and form a test domain of their own (train on five speakers, test on the sixth).
+- ``image_<source>`` / ``sound_<source>``: another dataset's test split (``eval.xdomain_*_source`` and ``_root``),
+  its classes matched by name to the training data's classes (e.g. an ImageFolder of digits ``0``..``9``),
+  standardised with its own train split's statistics (the feature cache's rule for every source).
 - ``snr<X>db``: the official test clips with white noise at ``eval.test_sound_snr_db``, standardised with the
   *clean* train split's statistics (what a model trained on clean audio meets at test time).
 
@@ -49,3 +52,23 @@ def snr_domain(snr_db: float) -> str:
 
 def speaker_domain(name: str) -> str:
     return f"speaker_{name}"
+
+
+def dataset_domain(store: FeatureStore, kind: str, source: str, root: str | None, feats: FeatureConfig,
+                   train_classes: tuple[str, ...], to_common: np.ndarray) -> tuple[FeatureSet, np.ndarray]:
+    """Another dataset's test split as a domain: (features, labels in the common space); samples of classes the
+    training data does not have are dropped. DataError naming the setting when no class matches."""
+    side = "image" if kind == "images" else "sound"
+    src = SourceConfig(source, root=root)
+    fs = store.images(src, feats, "test") if kind == "images" else store.sounds(src, feats, "test")
+    index = {name: i for i, name in enumerate(train_classes)}
+    mapping = np.asarray([to_common[index[c]] if c in index else -1 for c in fs.classes], dtype=np.int64)
+    y = mapping[fs.y.numpy()]
+    if not (y >= 0).any():
+        raise DataError(f"eval.xdomain_{side}_source: none of {source}'s classes {list(fs.classes)[:10]} is a class of "
+                        f"the training {side}s {list(train_classes)[:10]} (classes are matched by name)")
+    return fs, y
+
+
+def dataset_domain_name(kind: str, source: str) -> str:
+    return f"{'image' if kind == 'images' else 'sound'}_{source}"

@@ -213,3 +213,50 @@ def test_heldout_speaker_is_checked(domain_data, tiny_cfg):
         make_regime(tiny_cfg.with_updates(heldout_speaker="nobody", **{"regime.val_per_class": 2}), domain_data)
     with pytest.raises(ConfigError, match=r"regime\.heldout_speaker: expected an FSDD speaker name"):
         TrialConfig.from_flat({"heldout_speaker": "theo", "data.sound.source": "esc50"})
+
+
+@pytest.fixture(scope="module")
+def other_dataset_pair(mirror, tmp_path_factory):
+    """Another dataset pair in the published folder layouts: MNIST test digits as an ImageFolder and FSDD clips of
+    one speaker as a sound folder (root/{train,test}/<class>/), classes named like the training classes."""
+    from PIL import Image
+
+    from bma.config import SourceConfig
+    from bma.data.sources import load_images, locate_sounds
+
+    root = tmp_path_factory.mktemp("other-pair")
+    digits = load_images(SourceConfig("mnist"), "test")
+    clips = locate_sounds(SourceConfig("fsdd"), "test", None).load()
+    for split, (lo, hi) in (("train", (0, 6)), ("test", (6, 12))):
+        for c in range(10):
+            folder = root / "images" / split / str(c)
+            folder.mkdir(parents=True)
+            for i in np.flatnonzero(digits.labels == c)[lo:hi]:
+                Image.fromarray(digits.images[i, :, :, 0], mode="L").save(folder / f"{i}.png")
+            folder = root / "sounds" / split / str(c)
+            folder.mkdir(parents=True)
+            for i in np.flatnonzero(clips.labels == c)[lo // 2:hi // 2]:
+                (folder / clips.paths[i].name).symlink_to(clips.paths[i])
+    return root
+
+
+def test_cross_domain_another_dataset_pair(tiny_cfg, small_data, other_dataset_pair, core_cache):
+    from bma.data.features import FeatureStore
+    from bma.trainer import load_trial_data
+
+    cfg = tiny_cfg.with_updates(**{"eval.xdomain_image_source": "imagefolder",
+                                   "eval.xdomain_image_root": str(other_dataset_pair / "images"),
+                                   "eval.xdomain_sound_source": "soundfolder",
+                                   "eval.xdomain_sound_root": str(other_dataset_pair / "sounds")}, **LABEL_FREE)
+    loaded = load_trial_data(cfg, FeatureStore(str(core_cache)))
+    assert set(loaded.dataset_domains) == {"image_imagefolder", "sound_soundfolder"}
+    fs, y = loaded.dataset_domains["image_imagefolder"]
+    assert len(fs) == 60 and sorted(set(y.tolist())) == list(range(10))
+    data = replace(small_data, dataset_domains=loaded.dataset_domains)
+    final = fit(cfg.with_updates(variant="bma"), data=data).final
+    for name in ("xdomain/image_imagefolder/acc/image_probe_h", "xdomain/image_imagefolder/acc/image_probe_f/k5",
+                 "xdomain/image_imagefolder/assoc/i2s_acc", "xdomain/sound_soundfolder/acc/sound_probe_f/k1",
+                 "xdomain/sound_soundfolder/assoc/s2i_acc"):
+        assert 0.0 <= final[name] <= 1.0, name
+    with pytest.raises(ConfigError, match=r"eval\.xdomain_sound_root: set, but eval\.xdomain_sound_source is null"):
+        TrialConfig.from_flat({"eval.xdomain_sound_root": "/x"})
