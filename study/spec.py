@@ -395,9 +395,6 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
     if isinstance(mf, bool) or not isinstance(mf, int) or mf < -1:
         problems.append(f"max_failures: expected an integer >= -1 (retries of a failed trial; -1 = forever), got {_show(mf)}")
     description = raw.get("description", "")
-    if description is not None and not isinstance(description, (str, int, float)):
-        problems.append(f"description: expected free text, got {type(description).__name__}")
-        description = ""
     smoke = raw.get("smoke", {}) or {}
     if not isinstance(smoke, dict):
         problems.append(f"smoke: expected a mapping of settings used by --smoke, got {_show(smoke)}")
