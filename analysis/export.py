@@ -254,8 +254,8 @@ def run_export(opts: ExportOptions) -> ExportResult:
         tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.partial-", dir=parent)
     except OSError as exc:
         _remove_made(made)
-        raise AnalysisError(f"--out {out_dir}: cannot write in {exc.filename or parent} "
-                            f"({exc.strerror or exc}); choose a writable folder") from None
+        raise AnalysisError(f"--out {out_dir}: cannot write in {parent} ({exc.strerror or exc}); choose a "
+                            "writable folder") from None
     old = None
     try:
         files, notes, frames = build_outputs(data, opts, tmp)

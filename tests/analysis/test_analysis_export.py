@@ -304,6 +304,110 @@ def test_cli_unreachable_server_exits_2(tmp_path, capsys, monkeypatch):
     assert not out.exists()
 
 
+# -- the --out folder rule: an export replaces only what an earlier export wrote -----------------------------------
+
+
+def _tree(folder) -> dict[str, bytes]:
+    """Every file under ``folder`` with its content: what must survive a refused export byte for byte."""
+    out = {}
+    for root, _, names in os.walk(folder):
+        for n in names:
+            path = os.path.join(root, n)
+            with open(path, "rb") as fh:
+                out[os.path.relpath(path, folder)] = fh.read()
+    return out
+
+
+def _study_folder(store, tmp_path):
+    """A folder as `python study/run.py` leaves it: the store, its artifacts and Tune's results."""
+    import shutil
+
+    folder = tmp_path / "study"
+    (folder / "mlartifacts" / "1").mkdir(parents=True)
+    (folder / "ray_results" / "quick").mkdir(parents=True)
+    shutil.copy(os.path.join(store.root, "mlflow.db"), folder / "mlflow.db")
+    (folder / "mlartifacts" / "1" / "checkpoint.pt").write_bytes(b"weights")
+    (folder / "ray_results" / "quick" / "bma_fingerprint.txt").write_text("dd14b3e0de92")
+    return folder
+
+
+def test_export_into_the_study_folder_is_refused_and_deletes_nothing(store, tmp_path, capsys, monkeypatch):
+    """`--out .` in a study's folder used to replace it wholesale: mlflow.db, mlartifacts/, ray_results/ gone."""
+    folder = _study_folder(store, tmp_path)
+    before = _tree(folder)
+    monkeypatch.chdir(folder)
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    for out in (".", str(folder), str(tmp_path)):
+        assert main(["export", "--study", "quick", "--tracking-uri", uri, "--out", out, "--no-plots", "-q"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --out ") and "Traceback" not in err
+        assert "current folder" in err or "not written by `python -m analysis export`" in err, err
+    assert _tree(folder) == before
+    assert sorted(os.listdir(tmp_path)) == ["study"]  # no partial folder left beside it either
+
+
+def test_export_over_a_folder_it_did_not_write_is_refused(store, tmp_path, capsys):
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "chapter1.tex").write_text("\\chapter{Introduction}")
+    (thesis / "manifest.json").write_text('{"name": "my thesis"}')  # a manifest, but not an export's
+    before = _tree(thesis)
+    assert main(["export", "--study", "quick", "--tracking-uri", store.uri, "--out", str(thesis), "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {thesis} exists and was not written by `python -m analysis export`" in err
+    assert "choose a new or empty folder" in err
+    assert _tree(thesis) == before and sorted(os.listdir(tmp_path)) == ["thesis"]
+    # a file where the folder should be
+    (tmp_path / "report").write_text("mine")
+    assert main(["export", "--study", "quick", "--tracking-uri", store.uri, "--out", str(tmp_path / "report")]) == 2
+    assert "exists and is not a directory" in capsys.readouterr().err
+    assert (tmp_path / "report").read_text() == "mine"
+
+
+def test_an_earlier_export_with_a_file_added_is_not_replaced(store, tmp_path, capsys):
+    out = tmp_path / "quick"
+    args = ["export", "--study", "quick", "--tracking-uri", store.uri, "--out", str(out), "--no-plots", "-q"]
+    assert main(args) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["generator"] == "bma-study analysis export"
+    assert sorted(manifest["files"] + ["manifest.json"]) == sorted(_tree(out))
+    (out / "my-notes.md").write_text("what the table means")
+    before = _tree(out)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "holds an earlier export plus files it did not write (my-notes.md)" in err
+    assert _tree(out) == before
+    (out / "my-notes.md").unlink()
+    assert main(args) == 0  # exactly what the export wrote: replaced
+    assert sorted(os.listdir(tmp_path)) == ["quick"]
+
+
+def test_an_empty_folder_and_an_earlier_export_without_the_mark_are_replaced(store, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["export", "--study", "quick", "--tracking-uri", store.uri, "--out", str(empty), "--no-plots",
+                 "-q"]) == 0
+    assert (empty / "summary.md").is_file()
+    # an export written before folders were marked: its manifest lists its files, without "generator"
+    manifest = json.loads((empty / "manifest.json").read_text())
+    del manifest["generator"]
+    (empty / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["export", "--study", "quick", "--tracking-uri", store.uri, "--out", str(empty), "--no-plots",
+                 "-q"]) == 0
+    assert json.loads((empty / "manifest.json").read_text())["generator"] == "bma-study analysis export"
+
+
+def test_export_into_a_read_only_place_exits_2(store, tmp_path, capsys):
+    target = "/sys/bma-export" if os.geteuid() == 0 else str(tmp_path / "ro" / "quick")
+    if os.geteuid() != 0:
+        (tmp_path / "ro").mkdir()
+        (tmp_path / "ro").chmod(0o555)
+    assert main(["export", "--study", "quick", "--tracking-uri", store.uri, "--out", target, "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --out {target}: cannot write in") and "Traceback" not in err
+    assert not os.path.exists(target)
+
+
 def test_failure_while_writing_leaves_no_partial_output(store, tmp_path, monkeypatch):
     import analysis.export as export
 
