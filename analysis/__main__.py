@@ -65,8 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("urllib3").setLevel(logging.ERROR)  # retry chatter: the error below says it once
     _quiet_http_retries()
     try:
+        uri = resolve_tracking_uri(args.tracking_uri)
+        if uri.lower().startswith(("http://", "https://")):
+            # A server that is not there, or accepts and never answers: said in seconds, not after the retries
+            from trainables.tracking import server_problem
+
+            problem = server_problem(uri)
+            if problem:
+                raise AnalysisError(problem)
         if args.command == "studies":
-            uri = resolve_tracking_uri(args.tracking_uri)
             for name in list_studies(open_client(uri)):
                 print(name)
             return 0

@@ -66,13 +66,6 @@ def resolve_storage(arg: str | None) -> str:
     return str(Path(arg or "ray_results").resolve())
 
 
-# The reachability probe of a tracking server: one retry, 10 s per attempt (MLflow's defaults, 7 retries of up to
-# 120 s with exponential backoff, keep a study silent for many minutes before it says the server is not there).
-# Trials keep MLflow's defaults: a server that blips mid-study is waited for.
-PROBE_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-             "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-
-
 def tracking_problem(uri: str) -> str | None:
     """Why the driver cannot use the MLflow store ``uri``, or None: an unknown kind of URI, an in-memory SQLite
     store, or a server that does not answer within seconds. (A local store's folder: ``local_store_folder``.)"""
@@ -85,6 +78,8 @@ def tracking_problem(uri: str) -> str | None:
                     "trials)")
         return None
     if scheme in ("http", "https"):
+        from trainables.tracking import server_problem
+
         return server_problem(uri)
     try:
         from mlflow.tracking._tracking_service.utils import _tracking_store_registry
@@ -96,6 +91,20 @@ def tracking_problem(uri: str) -> str | None:
         return (f"--tracking-uri {uri}: unknown kind of MLflow store {scheme + '://' if scheme else ''!s}; expected "
                 "sqlite:///PATH, http(s)://HOST:PORT, or another MLflow store URI (postgresql://, mysql://, "
                 "databricks)")
+    return None
+
+
+def local_store_folder(uri: str) -> Path | None:
+    """The folder a local MLflow store (SQLite file, file store) writes into; None for a server or database."""
+    from urllib.parse import urlsplit
+
+    scheme = urlsplit(uri).scheme.lower()
+    if scheme == "sqlite" and uri.startswith("sqlite:///") and uri != "sqlite:///":
+        return Path(uri[len("sqlite:///"):].split("?", 1)[0]).parent
+    if scheme == "file":
+        return Path(urlsplit(uri).path)
+    if scheme == "" and uri:
+        return Path(uri)
     return None
 
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -49,6 +51,55 @@ def retry(call: Callable[[], T], attempts: int = 8, what: str = "MLflow call") -
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
     raise AssertionError("unreachable")
+
+
+# A reachability probe of a tracking server: at most one retry and 10 s per attempt (smaller values the user set in
+# these variables win). MLflow's defaults (7 retries of up to 120 s, exponential backoff) keep a command silent for
+# many minutes before it says the server is not there; trials keep them, so a server that blips mid-study is waited
+# for.
+PROBE_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": 1, "MLFLOW_HTTP_REQUEST_TIMEOUT": 10}
+
+
+def server_problem(uri: str) -> str | None:
+    """Why the tracking server at ``uri`` (http/https) cannot be used, in one line, or None: one cheap request
+    (search one experiment) under PROBE_LIMITS."""
+    saved = {k: os.environ.get(k) for k in (*PROBE_LIMITS, "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+                                            "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER")}
+    limits = {}
+    for key, cap in PROBE_LIMITS.items():
+        try:
+            limits[key] = max(0, min(cap, int(saved[key]))) if saved[key] else cap
+        except ValueError:
+            limits[key] = cap
+    limits["MLFLOW_HTTP_REQUEST_TIMEOUT"] = max(1, limits["MLFLOW_HTTP_REQUEST_TIMEOUT"])
+    os.environ.update({k: str(v) for k, v in limits.items()})
+    os.environ.update({"MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0"})
+    retries_log = logging.getLogger("urllib3.connectionpool")
+    level = retries_log.level
+    retries_log.setLevel(logging.ERROR)  # "Retrying (Retry(total=0 ...": the one-line answer below says it
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as exc:  # MlflowException wrapping requests' errors, an HTTP error status
+        text = str(exc)
+        attempts = limits["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] + 1
+        if "refused" in text.lower():
+            why = "connection refused: no server listens there"
+        elif "timed out" in text.lower() or "timeout" in text.lower():
+            why = f"no answer within {limits['MLFLOW_HTTP_REQUEST_TIMEOUT']} s" + \
+                (f" ({attempts} attempts)" if attempts > 1 else "")
+        else:
+            lines = text.strip().splitlines()
+            why = f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+        return (f"--tracking-uri {uri}: the MLflow tracking server cannot be used ({why}); start it "
+                "(e.g. cluster/start_mlflow.sh) or pass another --tracking-uri")
+    finally:
+        retries_log.setLevel(level)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return None
 
 
 def git_commit() -> str:
