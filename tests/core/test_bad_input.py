@@ -72,3 +72,26 @@ def test_bad_regime_numbers(full_data):
         make_regime(TrialConfig().with_updates(train_size=5000), full_data)
     with pytest.raises(RegimeError, match="regime.train_size: 60000 images.*mnist.*59800"):
         make_regime(TrialConfig().with_updates(train_size=60000, **{"regime.expand_sounds": True}), full_data)
+
+
+def test_a_validation_split_larger_than_the_data_blames_val_per_class(full_data):
+    """FSDD has 270 training clips per digit: 300 for validation leaves none to train on. The message names
+    val_per_class and the limit, not train_size (which fits)."""
+    with pytest.raises(RegimeError) as err:
+        make_regime(TrialConfig().with_updates(train_size=200, **{"regime.val_per_class": 300}), full_data)
+    text = str(err.value)
+    assert text.startswith("regime.val_per_class: 300 per class would leave nothing to train on")
+    assert "270" in text and "regime.train_size" not in text
+
+
+def test_a_wav_cut_short_in_a_soundfolder_names_the_file(mirror, tmp_path):
+    root = tmp_path / "spoken"
+    for split in ("train", "test"):
+        for digit in ("3", "7"):
+            for i in range(3):
+                write_wav(root / split / digit / f"{i}.wav", 300 + 100 * int(digit) + 10 * i)
+    cut = root / "train" / "3" / "1.wav"
+    cut.write_bytes(cut.read_bytes()[:-1000])  # an interrupted copy: the header still declares the whole clip
+    cfg = TrialConfig().with_updates(**{"data.sound.source": "soundfolder", "data.sound.root": str(root)})
+    with pytest.raises(DataError, match=r"1.wav: WAV file is cut short: its header declares 3,200 bytes"):
+        load_trial_data(cfg)

@@ -273,3 +273,34 @@ def test_a_failed_trial_prints_one_line_with_its_reason(tmp_path, env, feature_c
     runs = client.search_runs([client.get_experiment_by_name("v").experiment_id], "tags.`bma.role` = 'trial'")
     assert len(runs) == 1 and runs[0].info.status == "FAILED"
     assert runs[0].data.tags["bma.error"].startswith(reason)
+
+
+# -- the trials' own retries do not multiply MLflow's ---------------------------------------------------------------
+
+
+def test_retry_leaves_a_tracking_server_request_to_mlflows_own_retries(monkeypatch):
+    """MLflow's REST client retries a request itself (7 times by default); retrying its final error again made an
+    absent server cost 8 x that. A locked SQLite store is still retried."""
+    from mlflow.exceptions import MlflowException
+
+    import trainables.tracking as tracking
+
+    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+    calls = []
+
+    def server_gone():
+        calls.append(1)
+        raise MlflowException("API request to http://127.0.0.1:9/api/2.0/mlflow/runs/create failed with exception "
+                              "HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded (Connection refused)")
+
+    with pytest.raises(MlflowException, match="API request to"):
+        tracking.retry(server_gone)
+    assert len(calls) == 1
+    attempts = iter([RuntimeError("(sqlite3.OperationalError) database is locked")] * 2)
+
+    def locked_twice():
+        for exc in attempts:
+            raise exc
+        return "ok"
+
+    assert tracking.retry(locked_twice) == "ok"
