@@ -5,8 +5,9 @@
     python study/run.py study/specs/paper.yaml --address auto --tracking-uri http://HEAD:5000   # on a cluster
 
 Rerunning the same command continues a study that was interrupted: finished trials are not trained again and
-no trial gets a second MLflow run. Exit codes: 0 every trial finished; 2 the spec, the data or the resume target
-is wrong (nothing was started); 3 the study ran but some trials failed (listed, and marked FAILED in MLflow).
+no trial gets a second MLflow run. Exit codes: 0 every trial finished; 2 the spec, the results' store or folders,
+the data, the resume target or an option is wrong (nothing was started, nothing written); 3 the study ran but
+some trials failed (one console line each, listed at the end, and marked FAILED in MLflow).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-cpus", type=_positive_int, default=None, help="CPUs of the embedded Ray (default: all)")
     p.add_argument("--metric", default="acc/sound_probe_h", help="metric whose best value the progress view shows")
     p.add_argument("--fresh", action="store_true", help="start over: set aside earlier Tune results of this study name")
-    p.add_argument("--validate-only", action="store_true", help="check the spec and the data, start nothing")
+    p.add_argument("--validate-only", action="store_true", help="check the spec, the results store and folders, and the data; start nothing")
     p.add_argument("-v", "--verbose", action="store_true", help="show Ray's and Tune's own logs")
     return p.parse_args(argv)
 
