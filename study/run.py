@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     fingerprint = spec.fingerprint()
     if experiment_dir is not None and experiment_dir.exists() and not args.fresh:
         saved = experiment_dir / FINGERPRINT_FILE
-        if saved.is_file() and saved.read_text().strip() != fingerprint:
+        if saved.is_file() and saved.read_text(errors="replace").strip() != fingerprint:
             print(f"error: {experiment_dir} holds results of a different version of study {name!r} "
                   f"(spec changed since). Rename the study, or pass --fresh to set the old results aside.", file=sys.stderr)
             return EXIT_BAD_INPUT
