@@ -10,7 +10,7 @@ Shared input validation lives here too, so every estimator rejects bad input wit
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -20,12 +20,18 @@ import numpy as np
 class Estimate:
     """One estimate of an information quantity.
 
-    value: nats. For the neural critics this is the value on the held-out half of the sample.
+    value: nats; NaN when the estimate is flagged (see ``flags``). For the neural critics this is the value on the
+        held-out half of the sample.
     estimator: the registry name (``"ksg"``, ``"gaussian"``, ...).
     n_samples: rows the estimator saw (before any train/held-out split).
-    params: the estimator's parameters (``parameters()``), so the figure can be reproduced.
+    params: the estimator's parameters (``parameters()``), so the figure can be reproduced; ``auto`` adds what it
+        picked and why.
     upper_bound: a ceiling the estimator cannot exceed whatever the truth (InfoNCE: log of the evaluation batch).
     train_value: neural critics only: the same bound on the half the critic was trained on (biased high).
+    flags: why the number is not an estimate, one short sentence each (a critic that diverged, a bound above its
+        ceiling or far below zero, an infinite closed form). Empty for a valid estimate. A flagged estimate never
+        carries a number in ``value``: it is NaN, and what the estimator computed is kept in ``raw_value``.
+    raw_value: what the estimator computed before flagging (equal to ``value`` when there is no flag).
     """
 
     value: float
@@ -34,9 +40,30 @@ class Estimate:
     params: dict = field(default_factory=dict)
     upper_bound: float | None = None
     train_value: float | None = None
+    flags: tuple[str, ...] = ()
+    raw_value: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.raw_value is None:
+            object.__setattr__(self, "raw_value", float(self.value))
+        if self.flags and self.value == self.value:  # a flagged estimate carries no number
+            object.__setattr__(self, "value", float("nan"))
+
+    @property
+    def ok(self) -> bool:
+        """True for a valid estimate (no flag)."""
+        return not self.flags
 
     def __float__(self) -> float:
         return float(self.value)
+
+
+def flagged(estimate: Estimate, *reasons: str) -> Estimate:
+    """``estimate`` with ``reasons`` added to its flags (value NaN, the computed number kept in ``raw_value``)."""
+    reasons = tuple(r for r in reasons if r)
+    if not reasons:
+        return estimate
+    return replace(estimate, value=float("nan"), flags=estimate.flags + reasons, raw_value=estimate.raw_value)
 
 
 @runtime_checkable

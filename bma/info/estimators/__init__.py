@@ -1,16 +1,20 @@
 """Registry of the information estimators: ``get_mi_estimator(name, **params)``, ``get_entropy_estimator(...)``.
 
 MI (x (N, dx), y (N, dy) -> Estimate, nats):
+  auto             picks for itself: normal scores, then the larger of copula and (dx + dy <= 10) KSG   (auto.py)
   gaussian         closed form via log-determinants, exact small-sample bias correction        (gaussian.py)
   cca              -1/2 sum log(1 - rho_i^2) over canonical correlations, same correction       (gaussian.py)
-  ksg              Kraskov-Stoegbauer-Grassberger algorithm 1, max-norm, k = 3                  (knn.py)
+  copula           the gaussian closed form on each coordinate's normal scores (Gaussian copula) (gaussian.py)
+  ksg              Kraskov-Stoegbauer-Grassberger algorithm 1, max-norm or Euclidean, k = 3     (knn.py)
   infonce, nwj, mine, smile   trained critics, value on a held-out half                         (neural.py, torch)
   plugin_mi, miller_madow_mi  discrete MI from counts                                           (discrete.py)
 Entropy (x (N, d) -> Estimate, nats):
   kl               Kozachenko-Leonenko k-NN differential entropy                                (knn.py)
   plugin, miller_madow        discrete Shannon entropy from counts                              (discrete.py)
 
-The neural module (and so torch) is imported only when a neural estimator is asked for.
+A flagged estimate (``Estimate.flags``: a diverged critic, a bound above its ceiling or far below zero, an infinite
+closed form) has value NaN and says why. The neural module (and so torch) is imported only when a neural estimator
+is asked for.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from bma.info.interface import EntropyEstimator, MIEstimator
 
 # name -> "module:Class" resolved on demand, so that importing the registry does not import torch
 MI_ESTIMATORS: dict[str, str] = {
+    "auto": "auto:AutoMI",
     "gaussian": "gaussian:GaussianMI",
     "cca": "gaussian:CCAMI",
+    "copula": "gaussian:GaussianCopulaMI",
     "ksg": "knn:KSG",
     "infonce": "neural:InfoNCE",
     "nwj": "neural:NWJ",
@@ -38,7 +44,7 @@ ENTROPY_ESTIMATORS: dict[str, str] = {
     "miller_madow": "discrete:MillerMadowEntropy",
 }
 NEURAL_MI_ESTIMATORS = ("infonce", "nwj", "mine", "smile")
-CONTINUOUS_MI_ESTIMATORS = ("gaussian", "cca", "ksg", *NEURAL_MI_ESTIMATORS)
+CONTINUOUS_MI_ESTIMATORS = ("auto", "gaussian", "cca", "copula", "ksg", *NEURAL_MI_ESTIMATORS)
 
 
 def _resolve(target: str) -> type:

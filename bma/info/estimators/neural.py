@@ -18,6 +18,18 @@ Deterministic given ``seed`` (the global torch RNG is forked, not touched). CPU 
 critic, one hidden layer of 64, embedding 32, at most 500 Adam steps of batch 128 with early stopping on a validation
 fifth of the train half) take 0.2-0.6 s for N = 1000, d <= 32 on one CPU thread.
 
+Flags (Estimate.flags; the value is then NaN and ``raw_value`` keeps the number): a held-out or train value that is
+not finite (the critic diverged); InfoNCE above log B; SMILE above its clip (the density ratio it reports exceeds
+e^clip, the most its partition term can balance); any bound below ``floor`` (-0.25 nats: a lower bound far below
+zero means a critic worse than a constant); and an unstable value: dropping the 1 % of held-out pairs with the most
+extreme critic scores moves the bound by more than max(0.25 nats, 25 %) (one extrapolated score decides it; NWJ's
+-1e37 and SMILE's 4.1 nats for a true 0.22 on Student-t data were this).
+
+Inputs: ``inputs="normal_scores"`` (default) feeds the critic each coordinate's normal scores, fitted on the train
+half (held-out rows go through the train half's empirical CDF): an invertible map of each coordinate, so the MI is
+unchanged, and a critic never sees a value far outside what it trained on, which is where it extrapolated on heavy
+tails. ``"standardize"`` is the previous behaviour (train-half mean and std).
+
 Data hunger: with N = 1000 the critic trains on 400 rows, and the held-out value is biased low: -0.02 at d = 1,
 -0.13 (infonce) to -0.3 at d = 5 (I = 1), and it collapses at d = 25 (0.13 for a true 1.0); see
 docs/information.md for the table. Use them where N is large or the dependence is low-dimensional.
@@ -32,7 +44,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bma.info.interface import Estimate, check_pair
+from bma.info.interface import Estimate, check_pair, flagged
 
 # -- bounds on a (B, B) score matrix, diagonal = joint samples -----------------------------------------------------
 
@@ -109,6 +121,42 @@ class ConcatCritic(nn.Module):
 CRITICS = {"separable": SeparableCritic, "concat": ConcatCritic}
 
 
+# -- inputs and checks ---------------------------------------------------------------------------------------------
+
+INPUTS = ("normal_scores", "standardize")
+
+
+def _scale_inputs(train: np.ndarray, test: np.ndarray, how: str) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) rows of one variable mapped for the critic, the map fitted on ``train`` only."""
+    if how == "standardize":
+        mu, sd = train.mean(0), train.std(0) + 1e-8
+        return (train - mu) / sd, (test - mu) / sd
+    from scipy.special import ndtri
+
+    n = train.shape[0]
+    out_train, out_test = np.empty_like(train), np.empty_like(test)
+    for j in range(train.shape[1]):
+        ref = np.sort(train[:, j])
+        # mid-rank of each value among the train rows (ties share their average rank), in (0, n]
+        for src, dst in ((train, out_train), (test, out_test)):
+            lo = np.searchsorted(ref, src[:, j], side="left")
+            hi = np.searchsorted(ref, src[:, j], side="right")
+            rank = np.clip(0.5 * (lo + hi) + 0.5, 0.5, n + 0.5)
+            dst[:, j] = ndtri(rank / (n + 1.0))
+    return out_train, out_test
+
+
+def _drop_extreme_pairs(scores: torch.Tensor, share: float = 0.01) -> torch.Tensor:
+    """The (b', b') score matrix without the ceil(share * b) pairs whose row or column holds the largest |score|."""
+    b = scores.shape[0]
+    drop = max(1, math.ceil(share * b))
+    if b - drop < 2:
+        return scores
+    extreme = torch.maximum(scores.abs().amax(dim=1), scores.abs().amax(dim=0))  # (b,)
+    keep = torch.argsort(extreme)[: b - drop]
+    return scores[keep][:, keep]
+
+
 # -- estimators ----------------------------------------------------------------------------------------------------
 
 
@@ -124,6 +172,8 @@ class _CriticMI:
     eval_batch_size: held-out rows per score matrix (None: the whole held-out part in one matrix); the held-out
         value averages the bound over disjoint batches of this size.
     seed: split, initialisation and batches. device: "cpu" (default) or a torch device string.
+    inputs: "normal_scores" (default) or "standardize": how the critic's inputs are scaled (module docstring).
+    floor: a held-out value below it is flagged (nats, < 0).
     threads: torch intra-op CPU threads while this estimate runs (restored afterwards; None leaves torch's
         setting). 1 by default: the critic's matrices are tiny, and on busy cores OpenMP threads that wait for each
         other made one estimate take minutes instead of a second (measured on the 2-core test machine under load).
@@ -148,6 +198,8 @@ class _CriticMI:
         seed: int = 0,
         device: str = "cpu",
         threads: int | None = 1,
+        inputs: str = "normal_scores",
+        floor: float = -0.25,
     ):
         if critic not in CRITICS:
             raise ValueError(f"critic: expected one of {sorted(CRITICS)}, got {critic!r}")
@@ -159,12 +211,17 @@ class _CriticMI:
             raise ValueError("val_fraction in [0, 1), eval_every >= 1, patience >= 1 expected")
         if eval_batch_size is not None and eval_batch_size < 2:
             raise ValueError(f"eval_batch_size: expected >= 2 or None, got {eval_batch_size}")
+        if inputs not in INPUTS:
+            raise ValueError(f"inputs: expected one of {INPUTS}, got {inputs!r}")
+        if not floor < 0:
+            raise ValueError(f"floor: expected < 0, got {floor}")
         self.critic, self.hidden, self.layers, self.embed_dim = critic, int(hidden), int(layers), int(embed_dim)
         self.steps, self.batch_size, self.lr = int(steps), int(batch_size), float(lr)
         self.train_fraction, self.eval_batch_size = float(train_fraction), eval_batch_size
         self.val_fraction, self.eval_every, self.patience = float(val_fraction), int(eval_every), int(patience)
         self.seed, self.device = int(seed), str(device)
         self.threads = threads
+        self.inputs, self.floor = inputs, float(floor)
 
     def parameters(self) -> dict:
         return {
@@ -183,6 +240,8 @@ class _CriticMI:
             "seed": self.seed,
             "device": self.device,
             "threads": self.threads,
+            "inputs": self.inputs,
+            "floor": self.floor,
         }
 
     # subclasses: the bound reported, and the objective maximised in training
@@ -195,15 +254,40 @@ class _CriticMI:
     def _reset_state(self) -> None:
         pass
 
-    def _evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+    def _evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, trimmed: bool = False):
+        """Mean bound over disjoint batches: (value, batch size), plus the trimmed value when asked (the bound with
+        the 1 % of pairs whose critic scores are the most extreme left out of each batch)."""
         n = x.shape[0]
         b = n if self.eval_batch_size is None else min(self.eval_batch_size, n)
-        values = []
+        values, trims = [], []
         with torch.no_grad():
             for start in range(0, n - b + 1, b):
                 sl = slice(start, start + b)
-                values.append(float(self.bound(model(x[sl], y[sl]))))
+                scores = model(x[sl], y[sl])  # (b, b)
+                values.append(float(self.bound(scores)))
+                if trimmed:
+                    trims.append(float(self.bound(_drop_extreme_pairs(scores))))
+        if trimmed:
+            return float(np.mean(values)), b, float(np.mean(trims))
         return float(np.mean(values)), b
+
+    def _flags(self, value: float, train_value: float, trimmed: float, b_eval: int) -> list[str]:
+        """Why the held-out value is not an estimate (module docstring); [] for a valid one."""
+        if not (math.isfinite(value) and math.isfinite(train_value)):
+            return [f"diverged: the critic's bound is {value:.3g} held-out, {train_value:.3g} on its training rows"]
+        out = []
+        ceiling = self._ceiling(b_eval)
+        if ceiling is not None and value > ceiling[0] + 1e-6:
+            out.append(f"above its ceiling: {value:.3g} > {ceiling[1]} = {ceiling[0]:.3g}")
+        if value < self.floor:
+            out.append(f"far below zero: {value:.3g} < floor {self.floor:g} (a critic worse than a constant)")
+        if not math.isfinite(trimmed) or abs(value - trimmed) > max(0.25, 0.25 * abs(value)):
+            out.append(f"unstable: leaving out the 1 % most extreme of {b_eval} held-out pairs moves the bound from "
+                       f"{value:.3g} to {trimmed:.3g} (the critic extrapolates)")
+        return out
+
+    def _ceiling(self, b_eval: int) -> tuple[float, str] | None:
+        return None
 
     def estimate(self, x: np.ndarray, y: np.ndarray) -> Estimate:
         x, y = check_pair(x, y, min_samples=8)
@@ -223,16 +307,14 @@ class _CriticMI:
         n_train = int(round(self.train_fraction * n))
         n_train = min(max(n_train, 4), n - 4)
         tr, te = perm[:n_train], perm[n_train:]
-        # standardise with train-half statistics only
-        mx, sx = x[tr].mean(0), x[tr].std(0) + 1e-8
-        my, sy = y[tr].mean(0), y[tr].std(0) + 1e-8
+        # the input map is fitted on the train half only
+        (xtr, xte), (ytr, yte) = (_scale_inputs(a[tr], a[te], self.inputs) for a in (x, y))
         dev = torch.device(self.device)
 
         def t(a: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(a, dtype=torch.float32, device=dev)
 
-        xtr, ytr = t((x[tr] - mx) / sx), t((y[tr] - my) / sy)
-        xte, yte = t((x[te] - mx) / sx), t((y[te] - my) / sy)
+        xtr, ytr, xte, yte = t(xtr), t(ytr), t(xte), t(yte)
         # enable_grad: the caller may hold torch.no_grad() (a trainer evaluating its model); the critic still trains
         with torch.random.fork_rng(devices=[]), torch.enable_grad():
             torch.manual_seed(self.seed)
@@ -270,10 +352,11 @@ class _CriticMI:
             if best_state is not None:
                 model.load_state_dict(best_state)
             model.eval()
-            held_out, b_eval = self._evaluate(model, xte, yte)
+            held_out, b_eval, trimmed = self._evaluate(model, xte, yte, trimmed=True)
             train_value, _ = self._evaluate(model, xtr[:n_fit], ytr[:n_fit])
         upper = math.log(b_eval) if self.name == "infonce" else None
-        return Estimate(held_out, self.name, n, self.parameters(), upper_bound=upper, train_value=train_value)
+        est = Estimate(held_out, self.name, n, self.parameters(), upper_bound=upper, train_value=train_value)
+        return flagged(est, *self._flags(held_out, train_value, trimmed, b_eval))
 
 
 class InfoNCE(_CriticMI):
@@ -283,6 +366,9 @@ class InfoNCE(_CriticMI):
 
     def bound(self, scores: torch.Tensor) -> torch.Tensor:
         return infonce_bound(scores)
+
+    def _ceiling(self, b_eval: int) -> tuple[float, str]:
+        return math.log(b_eval), "log B"
 
 
 class NWJ(_CriticMI):
@@ -347,6 +433,9 @@ class SMILE(_CriticMI):
 
     def bound(self, scores: torch.Tensor) -> torch.Tensor:
         return smile_bound(scores, self.clip)
+
+    def _ceiling(self, b_eval: int) -> tuple[float, str]:
+        return self.clip, "its clip"
 
     def objective(self, scores: torch.Tensor) -> torch.Tensor:
         return js_objective(scores)
