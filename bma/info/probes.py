@@ -14,9 +14,17 @@ docs/information.md; the short version:
   cycles     I_S_Ipseudo, I_Ipseudo_Sprime, I_S_Sprime (each estimator); dH_* (entropy change per step at fixed
              total variance); dI_* (class information gained per step); mirrored for the image cycle
 
-Estimators other than ``gaussian`` and ``cca`` see each variable projected to its first ``project_dim`` principal
-components (fitted on the sample): k-NN estimators are unusable at the model's 128-d features (DESIGN.md). The
-closed forms see the full features, with their exact small-sample bias correction. Held-out quantities (probe
+Estimators other than ``auto``, ``gaussian``, ``cca`` and ``copula`` see each variable projected to its first
+``project_dim`` principal components (fitted on the sample): k-NN estimators are unusable at the model's 128-d
+features (DESIGN.md). The closed forms (and ``auto``, which picks the copula's closed form at that dimension) see the
+full features, with their exact small-sample bias correction.
+
+Flags: an estimate an estimator flags (Estimate.flags) or cannot compute is NaN, with the reason in
+``info/flag/<quantity>/<estimator>`` (a code of FLAG_CODES), in ``reasons`` when the caller passes a dict, and in a
+warning of the ``bma.info`` logger; ``info/n_flagged`` counts them among ``info/n_estimates``.
+
+Information plane: the deterministic-map quantities (recall, cycles) also get a noise-regularised MI,
+``gauss_noise_<mi_sigma>``: finite by definition (docs/information.md, section 4a). Held-out quantities (probe
 bounds, critics, the noise-regularised conditional entropy) fit on one random half of the rows and evaluate on the
 other.
 
@@ -25,17 +33,26 @@ Cost: N <= ``max_samples`` rows (1000 by default, subsampled with ``seed``); neu
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from bma.info.estimators import NEURAL_MI_ESTIMATORS, get_mi_estimator
+from bma.info.estimators import CONTINUOUS_MI_ESTIMATORS, get_mi_estimator
 from bma.info.estimators.discrete import MillerMadowMI, entropy_of_distribution, plugin_entropy_from_counts
 from bma.info.interface import as_2d
 
 PREFIX = "info/"
+log = logging.getLogger("bma.info")
+
+# estimators that see the full features (closed forms, cheap at any dimension, with their own small-sample bias
+# correction); every other one sees each variable reduced to its first project_dim principal components
+FULL_FEATURE_ESTIMATORS = ("auto", "gaussian", "cca", "copula")
+# info/flag/<quantity>/<estimator> = the code of the first reason an estimate was flagged (its value is then NaN)
+FLAG_CODES = {"diverged": 1.0, "above its ceiling": 2.0, "far below zero": 3.0, "unstable": 4.0, "infinite": 5.0,
+              "not computable": 6.0}
 
 
 @dataclass
@@ -247,6 +264,37 @@ def linear_gaussian_conditional_entropy(
     return 0.5 * float(np.linalg.slogdet(2 * math.pi * math.e * cov)[1])
 
 
+def noise_regularised_mi(a: np.ndarray, b: np.ndarray, scale: float, sigma: float) -> float:
+    """Linear-Gaussian I(a ; b / scale + sigma * eps), eps ~ N(0, I) independent of everything, nats.
+
+    = 1/2 log det(C + sigma^2 I) - 1/2 log det(R + sigma^2 I), C the covariance of b / scale and R the residual
+    covariance of its least-squares regression on a, with the unbiased OLS normalisation (N - rank(a) - 1): the
+    MI of the linear-Gaussian channel with the data's second moments, at noise level sigma relative to ``scale``.
+    Finite for any relation, deterministic ones included (<= 1/2 log det(I + C / sigma^2)); 0 when b is linearly
+    unpredictable from a. Measured error against closed-form truths at d = 128: docs/information.md, section 5c.
+    Raises ValueError when N <= rank(a) + 2.
+    """
+    n, d = b.shape
+    t = (b - b.mean(axis=0)) / scale
+    ac = a - a.mean(axis=0)
+    coef, _, rank, _ = np.linalg.lstsq(ac, t, rcond=None)
+    if n <= rank + 2:
+        raise ValueError(f"a: the noise-regularised MI needs N > rank(a) + 2 = {rank + 2}, got N = {n}")
+    resid = t - ac @ coef
+    eye = sigma**2 * np.eye(d)
+    c = t.T @ t / (n - 1) + eye
+    r = resid.T @ resid / (n - rank - 1) + eye
+    return 0.5 * float(np.linalg.slogdet(c)[1] - np.linalg.slogdet(r)[1])
+
+
+def flag_code(reason: str) -> float:
+    """The FLAG_CODES code of a reason (its leading words), 6 (not computable) for anything else."""
+    for prefix, code in FLAG_CODES.items():
+        if reason.startswith(prefix):
+            return code
+    return FLAG_CODES["not computable"]
+
+
 # -- compute_probes ------------------------------------------------------------------------------------------------
 
 
@@ -261,32 +309,43 @@ def _rows(a: np.ndarray | None, name: str, n: int | None) -> np.ndarray | None:
 
 def compute_probes(
     inp: ProbeInputs,
-    estimators: tuple[str, ...] = ("gaussian", "ksg"),
+    estimators: tuple[str, ...] = ("auto",),
     seed: int = 0,
     project_dim: int = 8,
     *,
     max_samples: int = 1000,
     noise_sigma: float = 0.1,
+    mi_sigma: float = 1.0,
     probe_max_iter: int = 200,
+    reasons: dict[str, str] | None = None,
 ) -> dict[str, float]:
     """All probes of the plan's Table 1 on held-out arrays: {"info/<quantity>/<estimator>": nats} + info/n_samples.
 
-    estimators: continuous MI estimators (registry names) for I_fv_fsmem, I_fs_fvmem, I_zv_zs and the cycle MIs.
-    seed: subsampling, the fit/evaluate split, estimator seeds. project_dim: principal components each variable is
-    reduced to before every estimator except ``gaussian``. max_samples: rows used at most (cost bound).
-    noise_sigma: scale of the noise in the noise-regularised entropies (named in the metric, e.g. gauss_noise_0.1).
-    NaN marks a quantity the estimator cannot compute on this sample (e.g. gaussian with N <= dx + dy + 1).
+    estimators: continuous MI estimators (names in CONTINUOUS_MI_ESTIMATORS) for I_fv_fsmem, I_fs_fvmem, I_zv_zs
+    and the cycle MIs; ``auto`` (the default) picks for itself. seed: subsampling, the fit/evaluate split, estimator
+    seeds. project_dim: principal components each variable is reduced to before every estimator not in
+    FULL_FEATURE_ESTIMATORS. max_samples: rows used at most (cost bound). noise_sigma: scale of the noise in the
+    noise-regularised entropies (named in the metric, e.g. gauss_noise_0.1). mi_sigma: the same for the
+    noise-regularised MIs (gauss_noise_1). reasons: if a dict, filled with {metric: why} for every flagged estimate.
+    NaN marks a flagged estimate or one the estimator cannot compute on this sample (e.g. gaussian with
+    N <= dx + dy + 1); info/flag/<quantity>/<estimator> then holds its reason code (FLAG_CODES).
     """
     from threadpoolctl import threadpool_limits
 
-    unknown = [e for e in estimators if e not in ("gaussian", "cca", "ksg", *NEURAL_MI_ESTIMATORS)]
+    unknown = [e for e in estimators if e not in CONTINUOUS_MI_ESTIMATORS]
     if unknown:
-        raise ValueError(f"estimators: unknown or not continuous MI estimators {unknown}")
-    if project_dim < 1 or max_samples < 20 or noise_sigma <= 0:
-        raise ValueError("project_dim >= 1, max_samples >= 20 and noise_sigma > 0 expected")
+        raise ValueError(f"estimators: unknown or not continuous MI estimators {unknown}; expected names from "
+                         f"{list(CONTINUOUS_MI_ESTIMATORS)}")
+    if project_dim < 1 or max_samples < 20 or noise_sigma <= 0 or mi_sigma <= 0:
+        raise ValueError("project_dim >= 1, max_samples >= 20, noise_sigma > 0 and mi_sigma > 0 expected")
+    why: dict[str, str] = {} if reasons is None else reasons
     # the matrices here are small: multi-threaded BLAS only adds overhead (10x slower measured on 2 busy cores)
     with threadpool_limits(limits=1, user_api="blas"):
-        return _compute(inp, tuple(estimators), seed, project_dim, max_samples, noise_sigma, probe_max_iter)
+        out = _compute(inp, tuple(estimators), seed, project_dim, max_samples, noise_sigma, mi_sigma,
+                       probe_max_iter, why)
+    for metric, reason in why.items():
+        log.warning("%s: NaN (%s)", metric, reason)
+    return out
 
 
 def _compute(
@@ -296,7 +355,9 @@ def _compute(
     project_dim: int,
     max_samples: int,
     sigma: float,
+    mi_sigma: float,
     probe_max_iter: int,
+    reasons: dict[str, str],
 ) -> dict[str, float]:
     y_all = np.asarray(inp.y)
     if y_all.ndim != 1:
@@ -317,10 +378,10 @@ def _compute(
         a = _rows(a, name, n_all)
         return None if a is None else a[rows]
 
-    out: dict[str, float] = {f"{PREFIX}n_samples": float(n)}
-    sig = f"gauss_noise_{sigma:g}"
-    seeded = ("ksg", *NEURAL_MI_ESTIMATORS)
-    mi_estimators = {e: get_mi_estimator(e, **({"seed": seed} if e in seeded else {})) for e in estimators}
+    out: dict[str, float] = {f"{PREFIX}n_samples": float(n), f"{PREFIX}n_estimates": 0.0, f"{PREFIX}n_flagged": 0.0}
+    sig, mi_sig = f"gauss_noise_{sigma:g}", f"gauss_noise_{mi_sigma:g}"
+    unseeded = ("gaussian", "cca", "copula")
+    mi_estimators = {e: get_mi_estimator(e, **({} if e in unseeded else {"seed": seed})) for e in estimators}
     projected: dict[int, np.ndarray] = {}
 
     def proj(a: np.ndarray) -> np.ndarray:
@@ -332,19 +393,31 @@ def _compute(
     def put(name: str, value: float) -> None:
         out[PREFIX + name] = float(value)
 
-    def mi_all(quantity: str, a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-        vals = {}
+    def record(metric: str, value: float, flags: tuple[str, ...]) -> None:
+        out[f"{PREFIX}n_estimates"] += 1
+        if flags:
+            reasons[PREFIX + metric] = "; ".join(flags)
+            out[f"{PREFIX}n_flagged"] += 1
+            out[f"{PREFIX}flag/{metric}"] = flag_code(flags[0])
+            value = math.nan
+        put(metric, value)
+
+    def mi_all(quantity: str, a: np.ndarray, b: np.ndarray) -> None:
         for name, est in mi_estimators.items():
             try:
-                if name in ("gaussian", "cca"):
-                    v = est.estimate(a, b).value
-                else:
-                    v = est.estimate(proj(a), proj(b)).value
-            except ValueError:  # too few samples for this estimator at this dimension
-                v = math.nan
-            vals[name] = v
-            put(f"{quantity}/{name}", v)
-        return vals
+                e = est.estimate(a, b) if name in FULL_FEATURE_ESTIMATORS else est.estimate(proj(a), proj(b))
+                record(f"{quantity}/{name}", e.value, e.flags)
+            except ValueError as exc:  # too few samples for this estimator at this dimension
+                record(f"{quantity}/{name}", math.nan, (f"not computable: {exc}",))
+
+    def noise_mi(quantity: str, a: np.ndarray, b: np.ndarray, scale: float) -> None:
+        try:
+            record(f"{quantity}/{mi_sig}", noise_regularised_mi(a, b, scale, mi_sigma), ())
+        except ValueError as exc:
+            record(f"{quantity}/{mi_sig}", math.nan, (f"not computable: {exc}",))
+
+    def rms(m: np.ndarray) -> float:
+        return math.sqrt(float(m.var(axis=0).mean())) or 1.0
 
     f_v, f_s = arr(inp.f_v, "f_v"), arr(inp.f_s, "f_s")
     h_v, h_s = arr(inp.h_v, "h_v"), arr(inp.h_s, "h_s")
@@ -370,7 +443,8 @@ def _compute(
             mi_all(cond, f, f_mem)
             if w is not None:
                 put(f"H_{quantity}/address_entropy", address_entropy(w))
-            scale = math.sqrt(float(partner.var(axis=0).mean())) or 1.0
+            scale = rms(partner)
+            noise_mi(cond, f, f_mem, scale)
             put(f"H_{quantity}/{sig}", linear_gaussian_conditional_entropy(f_mem, f, scale, sigma, fit, test))
 
     # -- representation: class information and InfoNCE against the true pair ------------------------------------
@@ -406,6 +480,12 @@ def _compute(
             mi_all(f"I_{a_name}_{b_name}", a, b)
             mi_all(f"I_{b_name}_{p_name}", b, a2)
             mi_all(f"I_{a_name}_{p_name}", a, a2)
+            # noise at the scale of each target's modality: the source's for the reconstruction, the other
+            # modality's true features for the pseudo feature (I_pseudo is an image-space vector)
+            other = f_v if a_name == "S" else f_s
+            noise_mi(f"I_{a_name}_{b_name}", a, b, rms(other))
+            noise_mi(f"I_{b_name}_{p_name}", b, a2, rms(a))
+            noise_mi(f"I_{a_name}_{p_name}", a, a2, rms(a))
             h_a, h_b, h_a2 = (noisy_gaussian_entropy(m, sigma) for m in (a, b, a2))
             put(f"dH_{a_name}_{b_name}/{sig}", h_b - h_a)
             put(f"dH_{b_name}_{p_name}/{sig}", h_a2 - h_b)
