@@ -472,6 +472,14 @@ def test_docs_spec_lists_every_setting_and_short_name():
         assert f"`{key}`" in doc, key
 
 
+def test_docs_spec_tables_are_generated_from_the_config():
+    """Types, defaults and comments in the tables are bma/config.py's; after adding a setting, regenerate them."""
+    from tests.study.spec_table import render
+
+    doc = (REPO / "docs" / "spec.md").read_text()
+    assert render(doc) == doc, "docs/spec.md is out of date: run .venv/bin/python -m tests.study.spec_table"
+
+
 def test_docs_spec_annotated_example_is_a_valid_spec():
     doc = (REPO / "docs" / "spec.md").read_text()
     example = re.search(r"## An annotated example\s+```yaml\n(.*?)```", doc, re.S).group(1)
