@@ -19,6 +19,8 @@ SOUND_SOURCES = ("fsdd", "esc50", "soundfolder", "manifest")
 VARIANTS = ("unimodal", "paired_only", "bma")
 ADDRESSINGS = ("softmax", "sparsemax", "entmax15", "topk")
 ENCODER_OBJECTIVES = ("supervised", "contrastive", "none")
+CYCLE_SPACES = ("feature", "address")
+LR_CONTROLS = ("none", "cycle_plateau")
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,10 @@ class ModelConfig:
     tau_m_final: float | None = None  # if set, tau_m is annealed geometrically to this over training
     addressing: str = "softmax"  # softmax | sparsemax | entmax15 | topk
     top_k: int = 8  # used by addressing=topk only
+    # Improvement switch (a changed memory update rule, for a concentrated H(W)): every slot_reseed_every steps,
+    # slots whose running usage is below slot_dead_usage / n are re-seeded from the features of a recent pair.
+    slot_reseed_every: int = 0  # steps; 0 = off (the paper's rule: slots move by gradient only)
+    slot_dead_usage: float = 0.1  # fraction of the uniform usage 1/n under which a slot counts as dead
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,10 @@ class LossConfig:
     encoder_objective: str = "supervised"  # supervised | contrastive (label-free, augmentations) | none
     tau_encoder: float = 0.2  # temperature of the label-free contrastive encoder objective
     w_slot_decorrelation: float = 0.0  # improvement switch: penalise off-diagonal slot cosine similarity
+    # Improvement switches of the plan's stage 3, each off by default (docs/model.md, "Improvements"):
+    w_variance: float = 0.0  # VICReg variance + covariance terms on the single-batch f_v, f_s (against collapse)
+    w_infomax: float = 0.0  # InfoNCE bounds of I(h_v; X_v) (another view) + I(h_v; X_true_s) (pairs), and mirror
+    cycle_space: str = "feature"  # feature: pull S' to S (the paper) | address: S' must address M_s as S does
 
 
 @dataclass(frozen=True)
@@ -109,6 +119,13 @@ class OptimConfig:
     batch_size: int = 64  # small regimes: more steps per epoch; the pair batch is min(batch_size, pairs)
     lr: float = 2e-3
     weight_decay: float = 1e-4
+    # Improvement switch: learning rate driven by the monitored I(S; S'). Every lr_control_every steps the mean
+    # in-batch InfoNCE estimate of I(S; S') (cheap: the cycle's own features) feeds torch's ReduceLROnPlateau
+    # (mode max): when it has not risen for lr_control_patience checks, the LR is multiplied by lr_control_factor.
+    lr_control: str = "none"  # none | cycle_plateau
+    lr_control_every: int = 50
+    lr_control_factor: float = 0.5
+    lr_control_patience: int = 2
 
 
 @dataclass(frozen=True)
@@ -283,11 +300,20 @@ def validate(cfg: TrialConfig) -> list[str]:
         p.append(f"loss.tau_l: expected > 0, got {lo.tau_l}")
     if lo.pair_negatives not in ("other_class", "all"):
         p.append(f"loss.pair_negatives: expected other_class or all, got {lo.pair_negatives!r}")
+    if lo.cycle_space not in CYCLE_SPACES:
+        p.append(f"loss.cycle_space: expected one of {CYCLE_SPACES}, got {lo.cycle_space!r}")
+    if o.lr_control not in LR_CONTROLS:
+        p.append(f"optim.lr_control: expected one of {LR_CONTROLS}, got {o.lr_control!r}")
+    if o.lr_control_every < 1 or o.lr_control_patience < 0 or not 0 < o.lr_control_factor < 1:
+        p.append("optim.lr_control_*: expected every >= 1, patience >= 0, 0 < factor < 1")
+    if m.slot_reseed_every < 0 or not 0 <= m.slot_dead_usage < 1:
+        p.append("model.slot_reseed_every / slot_dead_usage: expected >= 0 steps and a fraction in [0, 1)")
     if lo.tau_encoder <= 0:
         p.append(f"loss.tau_encoder: expected > 0, got {lo.tau_encoder}")
     if lo.encoder_objective not in ENCODER_OBJECTIVES:
         p.append(f"loss.encoder_objective: expected one of {ENCODER_OBJECTIVES}, got {lo.encoder_objective!r}")
-    for name in ("w_pair", "w_address", "w_recall", "w_unpair", "w_encoder", "w_slot_decorrelation"):
+    for name in ("w_pair", "w_address", "w_recall", "w_unpair", "w_encoder", "w_slot_decorrelation", "w_variance",
+                 "w_infomax"):
         if getattr(lo, name) < 0:
             p.append(f"loss.{name}: expected >= 0, got {getattr(lo, name)}")
     if o.epochs < 1:

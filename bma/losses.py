@@ -11,6 +11,8 @@ whatever the memory can reproduce.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -83,3 +85,38 @@ def slot_decorrelation(memory: torch.Tensor) -> torch.Tensor:
     off = gram - torch.diag_embed(torch.diagonal(gram))
     n = len(memory)
     return (off**2).sum() / max(n * (n - 1), 1)
+
+
+# -- improvement switches (stage 3 of the plan; each off by default) ---------------------------------------------
+
+
+def variance_covariance(f: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4) -> torch.Tensor:
+    """VICReg's variance and covariance terms on a batch of features (B, d): a hinge keeping every dimension's std
+    at >= gamma, plus the mean squared off-diagonal covariance. Keeps the features spread (high entropy), the
+    failure mode it targets being collapse onto few directions, which a concentrated address H(W) follows."""
+    f = f.float()
+    std = torch.sqrt(f.var(dim=0) + eps)
+    variance = F.relu(gamma - std).mean()
+    centred = f - f.mean(dim=0)
+    cov = centred.T @ centred / max(len(f) - 1, 1)  # (d, d)
+    off = cov - torch.diag_embed(torch.diagonal(cov))
+    return variance + (off**2).sum() / f.shape[1]
+
+
+def info_nce_one_way(query: torch.Tensor, key: torch.Tensor, tau: float) -> torch.Tensor:
+    """-(InfoNCE bound) up to log B: row i of query and key are positives, other rows negatives. (B, p), (B, p)."""
+    logits = F.normalize(query, dim=-1) @ F.normalize(key, dim=-1).T / tau
+    return F.cross_entropy(logits, torch.arange(len(query), device=query.device))
+
+
+def address_cycle_loss(w_start: torch.Tensor, w_end: torch.Tensor) -> torch.Tensor:
+    """L_unpair in address space: the end of the cycle must address the memory as its start did. The start's
+    address is the target (detached), as the feature cycle's start is."""
+    return symmetric_kl(w_end, w_start.detach())
+
+
+def cycle_infonce(start: torch.Tensor, end: torch.Tensor, tau: float = 0.1) -> torch.Tensor:
+    """Cheap live estimate of I(S; S') in nats on one batch: the InfoNCE lower bound log B - CE with a cosine
+    critic (at most log B). What the LR controller monitors; no gradient."""
+    with torch.no_grad():
+        return math.log(len(start)) - info_nce_one_way(end.float(), start.float(), tau)

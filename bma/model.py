@@ -85,6 +85,13 @@ class BMAMemory(nn.Module):
         self.memory_image = nn.Parameter(0.1 * torch.randn(cfg.memory_slots, d))  # M_v
         self.memory_sound = nn.Parameter(0.1 * torch.randn(cfg.memory_slots, d))  # M_s
         self.tau_m = cfg.tau_m  # set by the trainer each epoch when a schedule is configured
+        # Critics of the information-maximising loss (loss.w_infomax): h (2d) and its targets meet in p dims.
+        self.infomax_image = nn.Linear(2 * d, p)
+        self.infomax_sound = nn.Linear(2 * d, p)
+        # Running slot usage (mean address, EMA over steps) of each memory: what the reseed rule reads. Buffers,
+        # so checkpoints carry them and a resumed trial re-seeds the same slots.
+        self.register_buffer("usage_image", torch.full((cfg.memory_slots,), 1.0 / cfg.memory_slots))
+        self.register_buffer("usage_sound", torch.full((cfg.memory_slots,), 1.0 / cfg.memory_slots))
 
     # -- encoders ---------------------------------------------------------------------------------------------------
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, d)
@@ -131,6 +138,30 @@ class BMAMemory(nn.Module):
         if x_s is not None:
             out.update(self.represent_sound(self.encode_sound(x_s)))
         return out
+
+    @torch.no_grad()
+    def track_usage(self, w_v: torch.Tensor | None, w_s: torch.Tensor | None, momentum: float = 0.99) -> None:
+        """EMA of the mean address of each memory, (B, n) batches; an explicit step of the training loop."""
+        for usage, w in ((self.usage_image, w_v), (self.usage_sound, w_s)):
+            if w is not None and len(w):
+                usage.mul_(momentum).add_((1 - momentum) * w.float().mean(0))
+
+    @torch.no_grad()
+    def reseed_dead_slots(self, f_v: torch.Tensor, f_s: torch.Tensor, dead_usage: float,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+        """The changed memory update rule: a slot whose usage (in either memory) fell below dead_usage / n is
+        re-seeded from a recent pair, slot r of M_v <- f_v of pair i, slot r of M_s <- f_s of the same pair, so
+        the revived slots are associated from the start. (B, d) paired features -> indices of re-seeded slots."""
+        n = self.cfg.memory_slots
+        dead = torch.nonzero((self.usage_image < dead_usage / n) | (self.usage_sound < dead_usage / n)).flatten()
+        if len(dead) == 0 or len(f_v) == 0:
+            return dead
+        pick = torch.randint(len(f_v), (len(dead),), generator=generator).to(f_v.device)
+        self.memory_image[dead] = f_v[pick].to(self.memory_image.dtype)
+        self.memory_sound[dead] = f_s[pick].to(self.memory_sound.dtype)
+        self.usage_image[dead] = 1.0 / n
+        self.usage_sound[dead] = 1.0 / n
+        return dead
 
     def sound_cycle(self, f_s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """S -> I_pseudo -> S': the sound addresses M_s and reads M_v (I_pseudo); I_pseudo addresses M_v, reads M_s."""

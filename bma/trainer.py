@@ -144,6 +144,7 @@ class TrainState:
     model: BMAMemory
     optimizer: torch.optim.Optimizer
     history: list[dict[str, float]] = field(default_factory=list)
+    lr_control: "CycleLRControl | None" = None
 
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
@@ -154,6 +155,7 @@ class TrainState:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "history": self.history,
+            "lr_control": None if self.lr_control is None else self.lr_control.state_dict(),
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -344,7 +346,8 @@ def fit(
 
     model = BMAMemory(cfg.model, image_channels=data.image_train.x.shape[1], num_classes=regime.num_classes).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    state = TrainState(cfg, 0, model, optimizer)
+    controller = CycleLRControl(cfg, optimizer) if cfg.optim.lr_control == "cycle_plateau" else None
+    state = TrainState(cfg, 0, model, optimizer, lr_control=controller)
     if resume_from is not None:
         saved = load_checkpoint(resume_from)
         saved_flat, flat = TrialConfig.from_flat(saved["config"]).to_flat(), cfg.to_flat()
@@ -354,6 +357,8 @@ def fit(
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         state.epoch, state.history = saved["epoch"], saved["history"]
+        if controller is not None and saved.get("lr_control") is not None:
+            controller.load_state_dict(saved["lr_control"])
         torch.set_rng_state(saved["rng"]["torch"])
         np.random.set_state(saved["rng"]["numpy"])
         random.setstate(saved["rng"]["python"])
@@ -366,7 +371,7 @@ def fit(
     done_steps = sum(steps_in_round(cfg, pool, r) for r in range(1, state.epoch + 1))
     for epoch in range(state.epoch + 1, rounds + 1):
         steps = steps_in_round(cfg, pool, epoch)
-        metrics = _train_epoch(cfg, model, optimizer, t, epoch, device, steps)
+        metrics = _train_epoch(cfg, model, optimizer, t, epoch, device, steps, done_steps, state.lr_control)
         done_steps += steps
         metrics["train/steps"] = done_steps
         last = epoch == rounds
@@ -402,7 +407,8 @@ def _stream(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
     return np.concatenate([rng.permutation(n) for _ in range(max(1, -(-length // n)))])
 
 
-def _train_epoch(cfg: TrialConfig, model: BMAMemory, optimizer, t: _Tensors, epoch: int, device, steps: int) -> dict[str, float]:
+def _train_epoch(cfg: TrialConfig, model: BMAMemory, optimizer, t: _Tensors, epoch: int, device, steps: int,
+                 global_step: int = 0, controller: "CycleLRControl | None" = None) -> dict[str, float]:
     """One round of ``steps`` steps. The image and sound pools may differ in size: each is drawn in its own
     permutations; in epoch mode a round covers the larger pool once (the smaller one is cycled), as it did before
     the pools were set apart."""
@@ -427,6 +433,7 @@ def _train_epoch(cfg: TrialConfig, model: BMAMemory, optimizer, t: _Tensors, epo
     pair_perm = np.concatenate([rng.permutation(t.n_pairs) for _ in range(-(-steps * pair_b // t.n_pairs))])
     use_amp = cfg.amp and device.type == "cuda"
     sums: dict[str, float] = {}
+    reseeded = 0
     t0 = time.perf_counter()
     for step in range(steps):
         ii = torch.as_tensor(img_perm[step * b_img : (step + 1) * b_img], device=device)
@@ -443,10 +450,12 @@ def _train_epoch(cfg: TrialConfig, model: BMAMemory, optimizer, t: _Tensors, epo
             xs = torch.cat([t.x_snd[pi], xs])
         k = len(pi) if use_pairs else 0
         terms: dict[str, torch.Tensor] = {}
+        views: dict[str, torch.Tensor] = {}
+        out = None
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
             f_v, f_s = model.encode_image(xv), model.encode_sound(xs)
             fv_single, fs_single = f_v[k:], f_s[k:]
-            terms["encoder"] = _encoder_objective(cfg, model, fv_single, fs_single, yv, ys, xv[k:], xs[k:], aug)
+            terms["encoder"] = _encoder_objective(cfg, model, fv_single, fs_single, yv, ys, xv[k:], xs[k:], aug, views)
             total = lo.w_encoder * terms["encoder"]
             if use_pairs:
                 out = {**model.represent_image(f_v[:k]), **model.represent_sound(f_s[:k])}
@@ -458,8 +467,18 @@ def _train_epoch(cfg: TrialConfig, model: BMAMemory, optimizer, t: _Tensors, epo
             if variant == "bma":
                 _, s_prime = model.sound_cycle(fs_single)
                 _, v_prime = model.image_cycle(fv_single)
-                terms["unpair"] = 0.5 * (losses.cycle_loss(fs_single, s_prime) + losses.cycle_loss(fv_single, v_prime))
+                if lo.cycle_space == "address":
+                    terms["unpair"] = 0.5 * (
+                        losses.address_cycle_loss(model.recall(fs_single, "sound")[0], model.recall(s_prime, "sound")[0])
+                        + losses.address_cycle_loss(model.recall(fv_single, "image")[0], model.recall(v_prime, "image")[0]))
+                else:
+                    terms["unpair"] = 0.5 * (losses.cycle_loss(fs_single, s_prime) + losses.cycle_loss(fv_single, v_prime))
                 total = total + lo.w_unpair * terms["unpair"]
+                if controller is not None:
+                    controller.observe(float(losses.cycle_infonce(fs_single, s_prime)), global_step + step + 1)
+            for name, term in _improvement_terms(cfg, model, fv_single, fs_single, xv[k:], xs[k:], aug, views, out).items():
+                terms[name] = term
+                total = total + getattr(lo, f"w_{name}") * term
             if model.has_memory and lo.w_slot_decorrelation > 0:
                 terms["slot_decorrelation"] = 0.5 * (
                     losses.slot_decorrelation(model.memory_image) + losses.slot_decorrelation(model.memory_sound)
@@ -471,28 +490,111 @@ def _train_epoch(cfg: TrialConfig, model: BMAMemory, optimizer, t: _Tensors, epo
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
+        if out is not None and model.has_memory:
+            model.track_usage(out["w_v"].detach(), out["w_s"].detach())
+            every = cfg.model.slot_reseed_every
+            if every and (global_step + step + 1) % every == 0:
+                revived = model.reseed_dead_slots(out["f_v"].detach(), out["f_s"].detach(), cfg.model.slot_dead_usage, aug)
+                _reset_adam_rows(optimizer, (model.memory_image, model.memory_sound), revived)
+                reseeded += len(revived)
         for name, v in terms.items():
             sums[name] = sums.get(name, 0.0) + float(v.detach())
     metrics = {f"loss/{name}": v / steps for name, v in sums.items()}
     metrics["time/epoch_s"] = time.perf_counter() - t0
     metrics["train/tau_m"] = model.tau_m
+    metrics["train/lr"] = optimizer.param_groups[0]["lr"]
+    if cfg.model.slot_reseed_every and model.has_memory:
+        metrics["train/reseeded_slots"] = float(reseeded)  # slots re-seeded during this round
+    if controller is not None:
+        metrics["train/lr_control_I_S_Sprime"] = controller.last
     return metrics
 
 
-def _encoder_objective(cfg, model, f_v, f_s, y_v, y_s, x_v, x_s, gen) -> torch.Tensor:
+def _reset_adam_rows(optimizer: torch.optim.Optimizer, params, rows: torch.Tensor) -> None:
+    """A re-seeded slot starts afresh: its rows of Adam's moment estimates are zeroed."""
+    if len(rows) == 0:
+        return
+    for param in params:
+        state = optimizer.state.get(param, {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in state:
+                state[key][rows] = 0
+
+
+def _encoder_objective(cfg, model, f_v, f_s, y_v, y_s, x_v, x_s, gen, views: dict) -> torch.Tensor:
+    """The in-modality objective on the single batches; a second view's features go into ``views`` (the
+    information-maximising loss reuses them rather than encoding a third time)."""
     objective = cfg.loss.encoder_objective
     if objective == "supervised":
         return 0.5 * (losses.supervised_loss(model.classify_image(f_v), y_v) + losses.supervised_loss(model.classify_sound(f_s), y_s))
     if objective == "contrastive":
         # Second view of each sample; the first view is the un-augmented batch already encoded.
-        f_v2 = model.encode_image(shift_images(x_v, gen))
-        f_s2 = model.encode_sound(augment_spectrograms(x_s, gen))
+        f_v2 = views["f_v2"] = model.encode_image(shift_images(x_v, gen))
+        f_s2 = views["f_s2"] = model.encode_sound(augment_spectrograms(x_s, gen))
         tau = cfg.loss.tau_encoder
         return 0.5 * (
             losses.nt_xent(model.ssl_image(f_v), model.ssl_image(f_v2), tau)
             + losses.nt_xent(model.ssl_sound(f_s), model.ssl_sound(f_s2), tau)
         )
     return torch.zeros((), device=f_v.device)
+
+
+def _improvement_terms(cfg: TrialConfig, model: BMAMemory, fv: torch.Tensor, fs: torch.Tensor, xv, xs, gen,
+                       views: dict, pairs: dict | None) -> dict[str, torch.Tensor]:
+    """The stage-3 loss switches that are on (weights > 0): {name: unweighted term}. ``fv``/``fs`` are the single
+    batches' features, ``pairs`` the pair batch's model output (None for unimodal)."""
+    lo, terms = cfg.loss, {}
+    if lo.w_variance > 0:
+        terms["variance"] = 0.5 * (losses.variance_covariance(fv) + losses.variance_covariance(fs))
+    if lo.w_infomax > 0 and model.has_memory:
+        # I(h_v; X_v): h_v of one view against the other view's f_v (InfoNCE); I(h_v; X_true_s): h_v of a pair
+        # against its sound's z_s. The sound side mirrors both.
+        f_v2 = views.get("f_v2")
+        if f_v2 is None:
+            f_v2 = model.encode_image(shift_images(xv, gen))
+        f_s2 = views.get("f_s2")
+        if f_s2 is None:
+            f_s2 = model.encode_sound(augment_spectrograms(xs, gen))
+        h_v = model.represent_image(fv)["h_v"]
+        h_s = model.represent_sound(fs)["h_s"]
+        tau = lo.tau_encoder
+        view = 0.5 * (losses.info_nce_one_way(model.infomax_image(h_v), model.ssl_image(f_v2), tau)
+                      + losses.info_nce_one_way(model.infomax_sound(h_s), model.ssl_sound(f_s2), tau))
+        partner = torch.zeros((), device=fv.device)
+        if pairs is not None and len(pairs["h_v"]) > 1:
+            partner = 0.5 * (losses.info_nce_one_way(model.infomax_image(pairs["h_v"]), pairs["z_s"], lo.tau_l)
+                             + losses.info_nce_one_way(model.infomax_sound(pairs["h_s"]), pairs["z_v"], lo.tau_l))
+        terms["infomax"] = view + partner
+    return terms
+
+
+class CycleLRControl:
+    """Learning rate driven by the monitored I(S; S') (optim.lr_control: cycle_plateau). Every ``every`` steps the
+    mean of the in-batch InfoNCE estimates of I(S; S') since the last check feeds torch's ReduceLROnPlateau in max
+    mode: ``patience`` checks without a rise multiply the LR by ``factor``. Its state (the scheduler's and the
+    running sum) goes into the checkpoint, so a resumed trial takes the same decisions."""
+
+    def __init__(self, cfg: TrialConfig, optimizer: torch.optim.Optimizer):
+        o = cfg.optim
+        self.every = o.lr_control_every
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=o.lr_control_factor, patience=o.lr_control_patience, threshold=1e-3)
+        self.total, self.count, self.last = 0.0, 0, float("nan")
+
+    def observe(self, estimate: float, step: int) -> None:
+        self.total += estimate
+        self.count += 1
+        if step % self.every == 0 and self.count:
+            self.last = self.total / self.count
+            self.scheduler.step(self.last)
+            self.total, self.count = 0.0, 0
+
+    def state_dict(self) -> dict:
+        return {"scheduler": self.scheduler.state_dict(), "total": self.total, "count": self.count, "last": self.last}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.total, self.count, self.last = state["total"], state["count"], state["last"]
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ ASSOC = {"assoc/i2s_acc", "assoc/s2i_acc"}
 PAIR = {"loss/pair", "loss/pair_contrastive", "loss/pair_address", "loss/pair_recall"}
 BUDGET_METRICS = {f"{name}/k{k}" for name in PROBE_METRICS for k in (1, 5, 20)}  # eval.label_budgets default
 COMMON = {"loss/encoder", "loss/total", "loss/val_pair", "loss/val_pair_contrastive", "time/epoch_s", "time/eval_s",
-          "train/tau_m", "train/steps", "epoch"} | PROBE_METRICS | BUDGET_METRICS | RETRIEVAL
+          "train/tau_m", "train/steps", "train/lr", "epoch"} | PROBE_METRICS | BUDGET_METRICS | RETRIEVAL
 
 
 def without_time(metrics: dict) -> dict:
