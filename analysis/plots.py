@@ -43,7 +43,13 @@ PRETTY_INFO = {
 }
 PLANE_X = ("I_zv_zs",)
 PLANE_Y = ("I_S_Sprime", "I_fv_fsmem")
-ESTIMATOR_PREFERENCE = ("infonce", "smile", "nwj", "mine", "gaussian", "ksg")
+# The information plane shows only quantities that are finite by definition at the model's scale (docs/
+# information.md, section 4e): noise-regularised MIs (sigma in the name) and lower bounds with a ceiling (InfoNCE
+# <= log N, SMILE <= its clip), in this order of preference. A Gaussian MI or KSG of a near-deterministic map
+# (I(S; S') ~ 65 nats from 300 samples) is a monitor, drawn over epochs (info_epochs) but never on the plane,
+# unless asked for explicitly (--info-plane I_zv_zs/gaussian I_S_Sprime/gaussian).
+PLANE_ESTIMATORS = ("gauss_noise_*", "infonce_cos", "infonce", "infonce_bound", "smile")
+COUNT_METRICS = ("info/n_samples", "info/n_estimates", "info/n_flagged")
 
 
 def slug(text: str) -> str:
@@ -57,14 +63,16 @@ def variant_colors(variants) -> dict[str, str]:
     return out
 
 
-def save(fig: Figure, plots_dir: str, name: str) -> list[str]:
-    """``name``.png (150 dpi) and ``name``.svg under plots_dir; returns the paths."""
+def save(fig: Figure, plots_dir: str, name: str, formats: tuple[str, ...] = ("png", "svg"), dpi: int = 150) -> list[str]:
+    """``name``.png (``dpi``) and ``name``.svg under plots_dir (those in ``formats``); returns the paths."""
     FigureCanvasAgg(fig)
     os.makedirs(plots_dir, exist_ok=True)
     paths = []
     # SVG keeps its text as text (editable in a paper's figure, searchable), without a timestamp
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "bma-study"}):
-        for ext, kwargs in (("png", {"dpi": 150}), ("svg", {"metadata": {"Date": None}})):
+        for ext, kwargs in (("png", {"dpi": dpi}), ("svg", {"metadata": {"Date": None}})):
+            if ext not in formats:
+                continue
             path = os.path.join(plots_dir, f"{name}.{ext}")
             fig.savefig(path, bbox_inches="tight", **kwargs)
             paths.append(path)
@@ -259,11 +267,22 @@ def heatmap_slots_tau(summary: pd.DataFrame, keys: list[str], metric: str, varia
 
 
 def parse_info(metric: str) -> tuple[str, str] | None:
-    """``info/I_zv_zs/infonce`` -> ("I_zv_zs", "infonce"); None for info/n_samples and non-info metrics."""
+    """``info/I_zv_zs/infonce`` -> ("I_zv_zs", "infonce"); None for the counts (info/n_samples, info/n_flagged,
+    info/n_estimates), the flag codes (info/flag/...) and non-info metrics."""
     parts = metric.split("/")
-    if parts[0] != "info" or metric == "info/n_samples" or len(parts) < 2:
+    if parts[0] != "info" or metric in COUNT_METRICS or len(parts) < 2 or parts[1] == "flag":
         return None
     return parts[1], "/".join(parts[2:]) or "unspecified"
+
+
+def plane_rank(estimator: str) -> int | None:
+    """Position of ``estimator`` in PLANE_ESTIMATORS (patterns), None if it is not a plane quantity."""
+    import fnmatch
+
+    for i, pattern in enumerate(PLANE_ESTIMATORS):
+        if fnmatch.fnmatchcase(estimator, pattern):
+            return i
+    return None
 
 
 def info_label(quantity: str, estimator: str) -> str:
@@ -393,18 +412,46 @@ def _regime_colors(n: int) -> list:
 
 
 def _pick_estimator(available: dict[str, set[str]], qx: str, qy: str, ex: str | None, ey: str | None):
-    """Estimators for the two axes: as asked, else one both quantities share (by preference), else each's first."""
+    """Estimators for the two axes: as asked; else each axis's first plane estimator (PLANE_ESTIMATORS order),
+    one both quantities share when that is as good for both; None for an axis with no plane estimator."""
     if ex and ey:
         return ex, ey
-    common = available.get(qx, set()) & available.get(qy, set())
-    order = lambda names: sorted(names, key=lambda e: (ESTIMATOR_PREFERENCE.index(e)  # noqa: E731
-                                                      if e in ESTIMATOR_PREFERENCE else 99, e))
-    if not ex and not ey and common:
-        best = order(common)[0]
-        return best, best
-    ex = ex or (order(available.get(qx, set())) or [None])[0]
-    ey = ey or (order(available.get(qy, set())) or [None])[0]
-    return ex, ey
+
+    def order(names) -> list[str]:
+        ranked = [e for e in names if plane_rank(e) is not None]
+        return sorted(ranked, key=lambda e: (plane_rank(e), e))
+
+    bx, by = order(available.get(qx, set())), order(available.get(qy, set()))
+    common = order(available.get(qx, set()) & available.get(qy, set()))
+    if not ex and not ey and common and bx and by and plane_rank(common[0]) <= min(plane_rank(bx[0]),
+                                                                                    plane_rank(by[0])):
+        return common[0], common[0]
+    return ex or (bx or [None])[0], ey or (by or [None])[0]
+
+
+def _plane_point_cloud(ax, both: pd.DataFrame, style: dict, label: str) -> None:
+    """One regime's trajectory: mean per epoch, 95 % t-CI over seeds on both axes, o first epoch, square last."""
+    color = style["color"]
+    xerr = np.vstack([both["mean_x"] - both["low_x"], both["high_x"] - both["mean_x"]])
+    yerr = np.vstack([both["mean_y"] - both["low_y"], both["high_y"] - both["mean_y"]])
+    ax.plot(both["mean_x"], both["mean_y"], marker=".", label=label, **style)
+    ax.errorbar(both["mean_x"], both["mean_y"], xerr=np.where(np.isnan(xerr), 0, xerr),
+                yerr=np.where(np.isnan(yerr), 0, yerr), fmt="none", ecolor=color, alpha=0.35, elinewidth=0.8,
+                capsize=1.5)
+    ax.plot(both["mean_x"].iloc[0], both["mean_y"].iloc[0], marker="o", markerfacecolor="white",
+            markeredgecolor=color, linestyle="none")
+    ax.plot(both["mean_x"].iloc[-1], both["mean_y"].iloc[-1], marker="s", color=color, linestyle="none")
+    ax.annotate(f"e{int(both['step'].iloc[-1])}", (both["mean_x"].iloc[-1], both["mean_y"].iloc[-1]),
+                textcoords="offset points", xytext=(4, 3), fontsize=7, color=color)
+
+
+def _resolve_estimator(available: set[str], estimator: str | None) -> str | None:
+    """An asked estimator, or the first available one matching a pattern such as ``gauss_noise_*``."""
+    import fnmatch
+
+    if estimator is None or "*" not in estimator:
+        return estimator
+    return next(iter(sorted(e for e in available if fnmatch.fnmatchcase(e, estimator))), None)
 
 
 def _split_spec(spec: str) -> tuple[str, str | None]:
@@ -414,11 +461,15 @@ def _split_spec(spec: str) -> tuple[str, str | None]:
 
 
 def info_plane(runs: pd.DataFrame, hist: pd.DataFrame, keys: list[str], plots_dir: str,
-               pairs: list[tuple[str, str]] | None = None):
+               pairs: list[tuple[str, str]] | None = None, title: str | None = None,
+               formats: tuple[str, ...] = ("png", "svg"), dpi: int = 150):
     """Per variant: trajectories over epochs in the plane (x quantity, y quantity), one line per regime.
 
-    ``pairs``: [("I_zv_zs", "I_S_Sprime/infonce"), ...] (estimator optional); default I(Z_v;Z_s) against
-    I(S;S') and against I(f_v;f_s,mem), with one estimator for both axes where both quantities have it.
+    ``pairs``: [("I_zv_zs", "I_S_Sprime/infonce"), ...] (estimator optional, patterns such as gauss_noise_*
+    allowed); default I(Z_v;Z_s) against I(S;S') and against I(f_v;f_s,mem). Without an asked estimator an axis
+    takes its first plane estimator (PLANE_ESTIMATORS: finite by definition); a quantity with none is not drawn.
+    Each point is the mean over seeds at one epoch with its 95 % t-CI over seeds on both axes. ``title`` replaces
+    the figure title's first part (the live plane of one trial says so); ``formats``, ``dpi``: as in ``save``.
     """
     used = runs[runs["used"]]
     specs = pairs or [(x, y) for x in PLANE_X for y in PLANE_Y]
@@ -438,40 +489,42 @@ def info_plane(runs: pd.DataFrame, hist: pd.DataFrame, keys: list[str], plots_di
             (qx, ex), (qy, ey) = _split_spec(xs), _split_spec(ys)
             if qx not in available or qy not in available:
                 continue
+            ex, ey = _resolve_estimator(available[qx], ex), _resolve_estimator(available[qy], ey)
             ex, ey = _pick_estimator(available, qx, qy, ex, ey)
             if ex in available[qx] and ey in available[qy]:
                 planes.append((qx, ex, qy, ey))
+                for q, e in ((qx, ex), (qy, ey)):
+                    if plane_rank(e) is None:
+                        notes.append(f"information plane ({variant}): {q}/{e} was asked for; it is not finite by "
+                                     "definition for a deterministic map (docs/information.md, section 4e)")
         if not planes:
             wanted = ", ".join(f"{x} vs {y}" for x, y in specs)
-            notes.append(f"information plane skipped for variant {variant!r}: it logged none of {wanted}")
+            notes.append(f"information plane skipped for variant {variant!r}: it logged none of {wanted} with a "
+                         f"plane estimator ({', '.join(PLANE_ESTIMATORS)})")
             continue
         regimes = _regimes(vu, keys, notes, f"information plane ({variant})")
         fig = Figure(figsize=(4.6 * len(planes), 4.4), layout="constrained")
         axes = fig.subplots(1, len(planes), squeeze=False)[0]
         for ax, (qx, ex, qy, ey) in zip(axes, planes):
             for label, ids, style in regimes:
-                color = style["color"]
                 cx = _mean_curve(vh, ids, f"info/{qx}/{ex}")
                 cy = _mean_curve(vh, ids, f"info/{qy}/{ey}")
                 both = cx.merge(cy, on="step", suffixes=("_x", "_y")).dropna(subset=["mean_x", "mean_y"])
                 if both.empty:
                     continue
-                ax.plot(both["mean_x"], both["mean_y"], marker=".", label=label, **style)
-                ax.plot(both["mean_x"].iloc[0], both["mean_y"].iloc[0], marker="o", markerfacecolor="white",
-                        markeredgecolor=color, linestyle="none")
-                ax.plot(both["mean_x"].iloc[-1], both["mean_y"].iloc[-1], marker="s", color=color, linestyle="none")
-                ax.annotate(f"e{int(both['step'].iloc[-1])}", (both["mean_x"].iloc[-1], both["mean_y"].iloc[-1]),
-                            textcoords="offset points", xytext=(4, 3), fontsize=7, color=color)
+                _plane_point_cloud(ax, both, style, label)
             ax.set_xlabel(f"{info_label(qx, ex)} (nats)")
             ax.set_ylabel(f"{info_label(qy, ey)} (nats)")
-            same = "same estimator on both axes" if ex == ey else "different estimators per axis"
-            ax.set_title(f"estimators: x {ex}, y {ey} ({same})", fontsize=9)
+            same = "one estimator" if ex == ey else "two estimators"
+            ax.set_title(f"x {ex}, y {ey} ({same})", fontsize=9)
             ax.grid(alpha=0.3)
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside lower center", ncols=min(4, max(1, len(labels))), fontsize=8)
-        fig.suptitle(f"Information plane, variant {variant}: mean over seeds per epoch (o first epoch, ■ last); "
-                     f"{_sample_size_text(vh, vu['run_id'])}", fontsize=10)
-        files += save(fig, plots_dir, f"info_plane__{slug(variant)}")
+        head = title or (f"Information plane, variant {variant}: mean over seeds per epoch, bars = 95 % t-CI over "
+                         "seeds")
+        fig.suptitle(f"{head} (o first epoch, ■ last)\n{_sample_size_text(vh, vu['run_id'])}; estimator error at "
+                     "this d and N: docs/information.md, section 5c", fontsize=10)
+        files += save(fig, plots_dir, f"info_plane__{slug(variant)}", formats, dpi)
     return files, notes
 
 

@@ -108,8 +108,75 @@ def summary_display(summary: pd.DataFrame, keys: list[str], main_cols: list[str]
         out["failed"] = summary["n_failed"].astype(int).astype(str)
     if summary["n_running"].sum():
         out["running"] = summary["n_running"].astype(int).astype(str)
+    flagged = flagged_counts(summary)
+    if flagged is not None:
+        out["info flagged"] = flagged
     for col in main_cols:
         out[col.removeprefix("final/")] = [
+            fmt_ci(r[f"{col}_mean"], r[f"{col}_ci95_low"], r[f"{col}_ci95_high"], r[f"{col}_n"], ci, pm=pm)
+            for _, r in summary.iterrows()
+        ]
+    return out
+
+
+FLAGGED, ESTIMATES = "final/info/n_flagged", "final/info/n_estimates"
+
+
+def flagged_counts(summary: pd.DataFrame) -> list[str] | None:
+    """Per cell, "flagged/estimates" of the information probes at the final epoch, summed over the cell's seeds
+    (a flagged estimate is NaN and not logged: docs/information.md); None when the study logged no such count."""
+    if f"{FLAGGED}_mean" not in summary:
+        return None
+    out = []
+    for _, r in summary.iterrows():
+        n = r.get(f"{FLAGGED}_n", 0)
+        if not n or math.isnan(r[f"{FLAGGED}_mean"]):
+            out.append(DASH)
+            continue
+        flagged = int(round(r[f"{FLAGGED}_mean"] * n))
+        total = r.get(f"{ESTIMATES}_mean", float("nan")) * r.get(f"{ESTIMATES}_n", 0)
+        out.append(f"{flagged}/{int(round(total))}" if total == total else str(flagged))
+    return out
+
+
+def flagged_line(runs: pd.DataFrame) -> str | None:
+    """The summary's line on flagged information estimates over the trials it aggregates, or None."""
+    if FLAGGED not in runs:
+        return None
+    used = runs[runs["used"]]
+    flagged = used[FLAGGED].dropna()
+    if flagged.empty:
+        return None
+    total = used[ESTIMATES].dropna().sum() if ESTIMATES in used else float("nan")
+    with_flags = int((flagged > 0).sum())
+    of = f" of {int(total)}" if total == total else ""
+    return (f"- information estimates flagged at the final probe (NaN, not logged; the reason code is in "
+            f"`info/flag/<quantity>/<estimator>`): {int(flagged.sum())}{of}, in {with_flags} of {len(flagged)} "
+            "trials (`info flagged` column: per cell, summed over seeds)")
+
+
+def plane_display(summary: pd.DataFrame, keys: list[str], ci: str, pm: str = "±") -> pd.DataFrame:
+    """The information-plane quantities at the final epoch, per cell: mean ± 95 % CI over seeds.
+
+    The quantities are those the plane figure may draw (analysis.plots.PLANE_ESTIMATORS: noise-regularised MIs and
+    bounded lower bounds); empty when the study logged none.
+    """
+    from analysis.plots import PLANE_X, PLANE_Y, parse_info, plane_rank
+
+    quantities = set(PLANE_X) | set(PLANE_Y)
+    cols = []
+    for c in summary.columns:
+        if c.startswith("final/info/") and c.endswith("_mean"):
+            metric = c.removeprefix("final/").removesuffix("_mean")
+            parsed = parse_info(metric)
+            if parsed and parsed[0] in quantities and plane_rank(parsed[1]) is not None:
+                cols.append(f"final/{metric}")
+    if not cols:
+        return pd.DataFrame()
+    out = summary_display(summary, keys, [], ci, pm=pm)
+    out = out.drop(columns=[c for c in ("failed", "running") if c in out])
+    for col in sorted(cols):
+        out[col.removeprefix("final/info/")] = [
             fmt_ci(r[f"{col}_mean"], r[f"{col}_ci95_low"], r[f"{col}_ci95_high"], r[f"{col}_n"], ci, pm=pm)
             for _, r in summary.iterrows()
         ]
@@ -152,7 +219,16 @@ def summary_markdown(summary, runs, keys, main_cols, ci, n_resamples, header: di
     lines.append("- `n`: finished seeds aggregated in the cell; a cell with n=1 has no CI (\"n=1, no CI\")")
     if fixed:
         lines.append("- fixed in this study: " + ", ".join(f"{short_name(k)} = {fmt_key(v)}" for k, v in fixed.items()))
+    flag_text = flagged_line(runs)
+    if flag_text:
+        lines.append(flag_text)
     lines += ["", to_markdown(summary_display(summary, keys, main_cols, ci))]
+    plane = plane_display(summary, keys, ci)
+    if not plane.empty:
+        lines += ["## Information plane (final epoch)", "",
+                  "Quantities finite by definition (noise-regularised MIs, bounded lower bounds); "
+                  f"{ci_phrase(ci, n_resamples)}. Estimator error at these dimensions and sample sizes: "
+                  "docs/information.md, section 5c.", "", to_markdown(plane)]
     probs = problems_table(runs, keys)
     lines.append(f"## Failed and running trials ({len(probs)})")
     lines.append("")

@@ -1,9 +1,13 @@
-"""Per-trial artifacts: final checkpoint, metrics history (JSON) and training curves (PNG)."""
+"""Per-trial artifacts: final checkpoint, metrics history (JSON), training curves (PNG), and the live information
+plane (PNG, refreshed at every probe epoch while the trial trains)."""
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import shutil
+import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -45,3 +49,47 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+LIVE_PLANE_DIR = "info_plane"  # artifact folder of the live plane: info_plane/info_plane__<variant>.png
+log = logging.getLogger("bma.trainables")
+
+
+def render_info_plane(history: list[dict], folder: Path, variant: str, pairing_ratio: float,
+                      train_size: int) -> list[str]:
+    """The information plane of one trial's history so far, drawn by the study's own figure code
+    (analysis.plots.info_plane: quantities finite by definition only) into ``folder``; returns the PNG paths
+    (empty when no probe epoch logged a plane quantity yet)."""
+    import pandas as pd
+
+    from analysis.plots import N_KEY, P_KEY, info_plane
+
+    rows = [{"run_id": "trial", "metric": k, "step": int(h["epoch"]), "value": float(v)}
+            for h in history for k, v in h.items()
+            if k.startswith("info/") and isinstance(v, (int, float)) and math.isfinite(float(v))]
+    if not rows:
+        return []
+    runs = pd.DataFrame([{"run_id": "trial", "used": True, "variant": variant, P_KEY: pairing_ratio,
+                          N_KEY: train_size}])
+    files, _ = info_plane(runs, pd.DataFrame(rows), [], str(folder), formats=("png",), dpi=100,
+                          title=f"Information plane of this trial so far ({variant}; one seed: no CI)")
+    return files
+
+
+def log_live_info_plane(tracker, cfg: TrialConfig, metrics: dict, history: list[dict]) -> bool:
+    """At a probe epoch (``metrics`` holds info/ values): render the plane from ``history`` and log it to the
+    trial's MLflow run under info_plane/, replacing the previous one. Never raises into training: a failure is
+    logged as a warning and the trial goes on. Returns whether an image was logged."""
+    if not any(k.startswith("info/") for k in metrics):
+        return False
+    try:
+        with tempfile.TemporaryDirectory(prefix="bma-plane-") as folder:
+            files = render_info_plane(history, Path(folder), cfg.model.variant, cfg.regime.pairing_ratio,
+                                      cfg.regime.train_size)
+            if files:
+                tracker.log_artifacts(folder, LIVE_PLANE_DIR)
+            return bool(files)
+    except Exception as exc:  # a plot must never stop a trial
+        log.warning("live information plane not logged at epoch %s: %s: %s", metrics.get("epoch"),
+                    type(exc).__name__, exc)
+        return False

@@ -119,6 +119,9 @@ def train_bma(tune_config: dict, study: StudyContext, data: dict[str, "TrialData
             # never a metric logged twice for one epoch.
             tune.report(scalar_metrics(metrics), checkpoint=tune.Checkpoint.from_directory(folder))
         tracker.log_epoch(epoch, metrics)
+        from trainables.artifacts import log_live_info_plane  # the live plane (info_plane/*.png); never raises
+
+        log_live_info_plane(tracker, cfg, metrics, state.history)
 
     try:
         result = fit(cfg, on_epoch, data=_fetch(data[data_key(cfg)]), resume_from=resume_dir, device=granted_device(cfg))

@@ -86,3 +86,71 @@ def test_exchange_marginals_recover_the_partials_of_a_bilinear_surface():
     P, U, h = 0.3 * n_mid, 0.7 * n_mid, 1e-3
     assert d_pair == pytest.approx((A_pu(P + h, U) - A_pu(P - h, U)) / (2 * h), rel=1e-6)
     assert d_unpair == pytest.approx((A_pu(P, U + h) - A_pu(P, U - h)) / (2 * h), rel=1e-6)
+
+
+# -- information estimates: flagged counts, plane quantities (no MLflow: hand-built frames) -----------------------
+
+
+def _info_summary():
+    import pandas as pd
+
+    from analysis.aggregate import summarize
+
+    runs = pd.DataFrame({
+        "model.variant": ["bma"] * 3 + ["unimodal"] * 3, "variant": ["bma"] * 3 + ["unimodal"] * 3,
+        "regime": ["r"] * 6, "seed": [0, 1, 2] * 2, "state": ["finished"] * 6, "used": [True] * 6,
+        "superseded": [False] * 6,
+        "final/info/n_flagged": [0.0, 2.0, 1.0, 0.0, 0.0, 0.0],
+        "final/info/n_estimates": [35.0] * 6,
+        "final/info/I_S_Sprime/gauss_noise_1": [7.0, 7.2, 7.4, np.nan, np.nan, np.nan],
+        "final/info/I_S_Sprime/gaussian": [60.0, 65.0, 70.0, np.nan, np.nan, np.nan],
+        "final/info/I_zv_zs/infonce_cos": [1.0, 1.1, 1.2, 0.5, 0.6, 0.7],
+        "final/acc/image_probe_h": [0.9, 0.91, 0.92, 0.8, 0.81, 0.82],
+    })
+    return runs, summarize(runs, ["model.variant"])
+
+
+def test_flagged_counts_sum_over_seeds_per_cell():
+    from analysis.tables import flagged_counts, flagged_line, summary_display
+
+    runs, summary = _info_summary()
+    assert flagged_counts(summary) == ["3/105", "0/105"]  # bma: 0 + 2 + 1 flagged of 3 x 35
+    line = flagged_line(runs)
+    assert "3 of 210" in line and "in 2 of 6 trials" in line
+    shown = summary_display(summary, ["model.variant"], ["final/acc/image_probe_h"], "t")
+    assert list(shown["info flagged"]) == ["3/105", "0/105"]
+    assert flagged_counts(summary.drop(columns=[c for c in summary if "n_flagged" in c])) is None
+
+
+def test_plane_table_shows_only_quantities_finite_by_definition_with_their_ci():
+    from analysis.tables import plane_display
+
+    runs, summary = _info_summary()
+    plane = plane_display(summary, ["model.variant"], "t")
+    assert "I_S_Sprime/gauss_noise_1" in plane and "I_zv_zs/infonce_cos" in plane
+    assert "I_S_Sprime/gaussian" not in plane  # a Gaussian MI of a near-deterministic map: a monitor only
+    lo, hi = stats.t.interval(0.95, df=2, loc=7.2, scale=stats.sem([7.0, 7.2, 7.4]))
+    assert plane["I_S_Sprime/gauss_noise_1"].iloc[0] == f"7.200 ± {(hi - lo) / 2:.3f}"
+
+
+def test_info_metric_names_exclude_counts_and_flags():
+    from analysis.plots import parse_info, plane_rank
+
+    assert parse_info("info/I_zv_zs/infonce_cos") == ("I_zv_zs", "infonce_cos")
+    for name in ("info/n_samples", "info/n_flagged", "info/n_estimates", "info/flag/I_S_Sprime/nwj"):
+        assert parse_info(name) is None
+    assert plane_rank("gauss_noise_1") == 0 and plane_rank("infonce") is not None
+    assert plane_rank("gaussian") is None and plane_rank("ksg") is None and plane_rank("auto") is None
+
+
+def test_plane_axes_take_finite_quantities_first():
+    from analysis.plots import _pick_estimator
+
+    available = {"I_zv_zs": {"gaussian", "infonce_cos", "auto"}, "I_S_Sprime": {"gaussian", "gauss_noise_1", "ksg"}}
+    assert _pick_estimator(available, "I_zv_zs", "I_S_Sprime", None, None) == ("infonce_cos", "gauss_noise_1")
+    only_monitors = {"I_zv_zs": {"gaussian"}, "I_S_Sprime": {"gaussian", "ksg"}}
+    assert _pick_estimator(only_monitors, "I_zv_zs", "I_S_Sprime", None, None) == (None, None)
+    # asked for explicitly: drawn as asked
+    assert _pick_estimator(only_monitors, "I_zv_zs", "I_S_Sprime", "gaussian", "gaussian") == ("gaussian", "gaussian")
+    shared = {"I_zv_zs": {"infonce", "gaussian"}, "I_S_Sprime": {"infonce", "gaussian"}}
+    assert _pick_estimator(shared, "I_zv_zs", "I_S_Sprime", None, None) == ("infonce", "infonce")
