@@ -109,48 +109,6 @@ def local_store_folder(uri: str) -> Path | None:
     return None
 
 
-def local_store_folder(uri: str) -> Path | None:
-    """The folder a local MLflow store (SQLite file, file store) writes into; None for a server or database."""
-    from urllib.parse import urlsplit
-
-    scheme = urlsplit(uri).scheme.lower()
-    if scheme == "sqlite" and uri.startswith("sqlite:///") and uri != "sqlite:///":
-        return Path(uri[len("sqlite:///"):].split("?", 1)[0]).parent
-    if scheme == "file":
-        return Path(urlsplit(uri).path)
-    if scheme == "" and uri:
-        return Path(uri)
-    return None
-
-
-def server_problem(uri: str) -> str | None:
-    """One cheap request to a tracking server with a short timeout and one retry (PROBE_ENV)."""
-    from mlflow.tracking import MlflowClient
-
-    saved = {k: os.environ.get(k) for k in PROBE_ENV}
-    os.environ.update(PROBE_ENV)
-    try:
-        MlflowClient(uri).search_experiments(max_results=1)
-    except Exception as exc:  # MlflowException wrapping requests' errors, an HTTP error status
-        text = str(exc)
-        if "refused" in text.lower():
-            why = "connection refused: no server listens there"
-        elif "timed out" in text.lower() or "timeout" in text.lower():
-            why = f"no answer within {PROBE_ENV['MLFLOW_HTTP_REQUEST_TIMEOUT']} s (tried twice)"
-        else:
-            lines = text.strip().splitlines()
-            why = f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
-        return (f"--tracking-uri {uri}: the MLflow tracking server cannot be used ({why}); start it "
-                "(e.g. cluster/start_mlflow.sh) or pass another --tracking-uri")
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    return None
-
-
 def unwritable(folder: Path) -> tuple[Path, str] | None:
     """(the folder, why) when nothing can be created in ``folder`` (or, if it does not exist yet, in its nearest
     existing parent), else None. Creates and removes a file: permission bits say nothing for root or on a
