@@ -3,6 +3,7 @@
     nice -n 10 .venv/bin/python benchmarks/mi_suite.py --out benchmarks/results/mi_suite.csv        # N = 5000
     .venv/bin/python benchmarks/mi_suite.py --estimators auto copula --seeds 2                     # a quick look
     .venv/bin/python benchmarks/mi_suite.py --from-csv benchmarks/results/mi_suite.csv             # re-render
+    .venv/bin/python benchmarks/mi_suite.py --plane                     # the information plane's quantities
 
 A study is estimators x tasks x sample sizes x seeds, each run one flat record (CSV at --out); the Markdown tables
 on stdout aggregate them. An estimator is a registry name, optionally with parameters:
@@ -158,6 +159,69 @@ def read_records(path: str) -> list[Record]:
     return out
 
 
+# -- the information plane's quantities at the model's dimensions and the probes' sample sizes ---------------------
+
+
+def _orthonormal(rng: np.random.Generator, d: int, k: int) -> np.ndarray:
+    return np.linalg.qr(rng.standard_normal((d, d)))[0][:, :k]  # (d, k)
+
+
+def plane_tasks() -> list[dict]:
+    """Closed-form truths for the plane's estimators (probes.noise_regularised_mi at sigma = 1, the cosine-critic
+    InfoNCE): Gaussian stand-ins for a cycle or a recall through n slots (deterministic, rank n) and noisy ones."""
+    tasks = []
+    for d, rank, noise in ((128, 10, 0.0), (128, 64, 0.0), (128, 128, 0.5), (64, 64, 1.0), (128, 0, 1.0)):
+        name = f"gauss_noise_1: b = a W{'' if rank else ' (W = 0)'}, rank {rank}, d {d}" + (
+            f", + noise {noise:g}" if noise else ", deterministic")
+        tasks.append({"kind": "noise_mi", "name": name, "d": d, "rank": rank, "noise": noise})
+    for k, d, noise in ((16, 64, 1.5), (16, 64, 1.0)):
+        tasks.append({"kind": "infonce_cos", "name": f"infonce_cos: z = c U + {noise:g} eps, code {k} in {d}-d",
+                      "d": d, "k": k, "noise": noise})
+    return tasks
+
+
+def _plane_one(task: dict, n: int, seed: int) -> tuple[float, float]:
+    """(estimate, truth) of one plane task."""
+    from bma.info.probes import cosine_critic_infonce, noise_regularised_mi
+
+    rng = np.random.default_rng([seed, task["d"], n])
+    structure = np.random.default_rng(task["d"] + 7 * task.get("rank", task.get("k", 0)))  # fixed per task
+    d = task["d"]
+    if task["kind"] == "noise_mi":
+        rank = task["rank"]
+        u = _orthonormal(structure, d, max(rank, 1))
+        w = (u[:, :rank] * np.linspace(2.0, 0.3, rank)) @ u[:, :rank].T if rank else np.zeros((d, d))
+        cov_b = w.T @ w + task["noise"] ** 2 * np.eye(d)
+        scale = math.sqrt(np.trace(cov_b) / d)
+        ld = lambda m: float(np.linalg.slogdet(m)[1])  # noqa: E731
+        eye = np.eye(d)
+        truth = 0.5 * (ld(cov_b / scale**2 + eye) - ld(task["noise"] ** 2 / scale**2 * eye + eye))
+        a = rng.standard_normal((n, d))
+        b = a @ w + task["noise"] * rng.standard_normal((n, d))
+        return noise_regularised_mi(a, b, scale, 1.0), truth
+    k, noise = task["k"], task["noise"]
+    u = _orthonormal(structure, d, k).T  # (k, d)
+    rho = 1.0 / (1.0 + noise**2)
+    truth = -0.5 * k * math.log(1.0 - rho**2)
+    c = rng.standard_normal((n, k))
+    za, zb = c @ u + noise * rng.standard_normal((n, d)), c @ u + noise * rng.standard_normal((n, d))
+    perm = rng.permutation(n)
+    value, _ = cosine_critic_infonce(za, zb, perm[: n // 2], perm[n // 2 :])
+    return value, truth
+
+
+def plane_markdown(sizes: list[int], seeds: int) -> str:
+    lines = ["The information plane's estimators against closed-form truths (nats): bias ± std over seeds, "
+             f"{seeds} seeds", "", "| task | N | true | bias ± std | log(N/2) |", "|---|---:|---:|---:|---:|"]
+    for task in plane_tasks():
+        for n in sizes:
+            runs = [_plane_one(task, n, s) for s in range(seeds)]
+            err = np.array([v - t for v, t in runs])
+            lines.append(f"| {task['name']} | {n} | {runs[0][1]:.2f} | {err.mean():+.2f} ± {err.std(ddof=1):.2f} | "
+                         f"{math.log(n // 2):.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> tuple[list[dict], list[dict]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--estimators", nargs="+", default=DEFAULT_ESTIMATORS,
@@ -168,9 +232,14 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], list[dict]]:
     parser.add_argument("--out", default="")
     parser.add_argument("--from-csv", default="")
     parser.add_argument("--smoke", action="store_true", help="3 tasks, N = 300, 1 seed, auto + copula + ksg")
+    parser.add_argument("--plane", action="store_true", help="the plane's quantities at d = 64-128, N = 300, 1000")
     args = parser.parse_args(argv)
     from threadpoolctl import threadpool_limits
 
+    if args.plane:
+        with threadpool_limits(limits=1, user_api="blas"):
+            print(plane_markdown([300, 1000], max(args.seeds, 2)))
+        return [], []
     if args.from_csv:
         rows, totals = summarise(read_records(args.from_csv))
         print(markdown(rows, totals))

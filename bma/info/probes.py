@@ -264,27 +264,50 @@ def linear_gaussian_conditional_entropy(
     return 0.5 * float(np.linalg.slogdet(2 * math.pi * math.e * cov)[1])
 
 
-def noise_regularised_mi(a: np.ndarray, b: np.ndarray, scale: float, sigma: float) -> float:
+def _wishart_logdet_excess(cov: np.ndarray, dof: int, rng: np.random.Generator, draws: int) -> float:
+    """E[log det(S* + I)] - log det(cov + I), S* ~ Wishart(cov, dof) / dof: the bias of the plug-in, by simulation."""
+    d = cov.shape[0]
+    evals, evecs = np.linalg.eigh(cov)
+    root = evecs * np.sqrt(np.clip(evals, 0.0, None))  # cov = root root^T
+    eye = np.eye(d)
+    base = float(np.linalg.slogdet(cov + eye)[1])
+    sims = []
+    for _ in range(draws):
+        g = rng.standard_normal((dof, d)) @ root.T
+        sims.append(float(np.linalg.slogdet(g.T @ g / dof + eye)[1]))
+    return float(np.mean(sims)) - base
+
+
+def noise_regularised_mi(a: np.ndarray, b: np.ndarray, scale: float, sigma: float, *, draws: int = 3,
+                         seed: int = 0) -> float:
     """Linear-Gaussian I(a ; b / scale + sigma * eps), eps ~ N(0, I) independent of everything, nats.
 
-    = 1/2 log det(C + sigma^2 I) - 1/2 log det(R + sigma^2 I), C the covariance of b / scale and R the residual
-    covariance of its least-squares regression on a, with the unbiased OLS normalisation (N - rank(a) - 1): the
-    MI of the linear-Gaussian channel with the data's second moments, at noise level sigma relative to ``scale``.
-    Finite for any relation, deterministic ones included (<= 1/2 log det(I + C / sigma^2)); 0 when b is linearly
-    unpredictable from a. Measured error against closed-form truths at d = 128: docs/information.md, section 5c.
+    = 1/2 log det(I + C / sigma^2) - 1/2 log det(I + R / sigma^2), C the covariance of b / scale and R the residual
+    covariance of its least-squares regression on a (unbiased OLS normalisation N - rank(a) - 1): the MI of the
+    linear-Gaussian channel with the data's second moments, at noise level sigma relative to ``scale``. Finite for
+    any relation, deterministic ones included (<= 1/2 log det(I + C / sigma^2)); 0 when b is linearly unpredictable
+    from a. The log-determinants of sample covariances are biased (concavity; at d = 128, N = 300 the plug-in reads
+    +2.3 nats under independence): each is corrected by its excess over ``draws`` Wishart simulations from the
+    estimate itself (a parametric bootstrap, seeded by ``seed``; draws=0 disables). Measured error against
+    closed-form truths at d = 64-128, N = 300 and 1000: docs/information.md, section 5c.
     Raises ValueError when N <= rank(a) + 2.
     """
     n, d = b.shape
-    t = (b - b.mean(axis=0)) / scale
+    t = (b - b.mean(axis=0)) / (scale * sigma)
     ac = a - a.mean(axis=0)
     coef, _, rank, _ = np.linalg.lstsq(ac, t, rcond=None)
     if n <= rank + 2:
         raise ValueError(f"a: the noise-regularised MI needs N > rank(a) + 2 = {rank + 2}, got N = {n}")
     resid = t - ac @ coef
-    eye = sigma**2 * np.eye(d)
-    c = t.T @ t / (n - 1) + eye
-    r = resid.T @ resid / (n - rank - 1) + eye
-    return 0.5 * float(np.linalg.slogdet(c)[1] - np.linalg.slogdet(r)[1])
+    c = t.T @ t / (n - 1)
+    r = resid.T @ resid / (n - rank - 1)
+    eye = np.eye(d)
+    value = 0.5 * float(np.linalg.slogdet(c + eye)[1] - np.linalg.slogdet(r + eye)[1])
+    if draws:
+        rng = np.random.default_rng(seed)
+        value -= 0.5 * (_wishart_logdet_excess(c, n - 1, rng, draws) - _wishart_logdet_excess(r, n - rank - 1, rng,
+                                                                                               draws))
+    return value
 
 
 def flag_code(reason: str) -> float:
@@ -412,7 +435,7 @@ def _compute(
 
     def noise_mi(quantity: str, a: np.ndarray, b: np.ndarray, scale: float) -> None:
         try:
-            record(f"{quantity}/{mi_sig}", noise_regularised_mi(a, b, scale, mi_sigma), ())
+            record(f"{quantity}/{mi_sig}", noise_regularised_mi(a, b, scale, mi_sigma, seed=seed), ())
         except ValueError as exc:
             record(f"{quantity}/{mi_sig}", math.nan, (f"not computable: {exc}",))
 
