@@ -70,6 +70,7 @@ class Record:
     train_value: float | None
     upper_bound: float | None
     seconds: float
+    flags: str = ""
 
 
 def run_one(task: Task, n: int, estimator: str, seed: int) -> Record:
@@ -78,12 +79,12 @@ def run_one(task: Task, n: int, estimator: str, seed: int) -> Record:
     if task.family == "entropy":
         est = get_entropy_estimator(estimator, seed=seed).estimate(x)
     else:
-        kwargs = {} if estimator in ("gaussian", "cca") else {"seed": seed}
+        kwargs = {} if estimator in ("gaussian", "cca", "copula") else {"seed": seed}
         est = get_mi_estimator(estimator, **kwargs).estimate(x, y)
     seconds = time.perf_counter() - t0
     return Record(
         task.name, task.family, task.dim, n, task.true_mi, estimator, seed, est.value, est.train_value,
-        est.upper_bound, seconds,
+        est.upper_bound, seconds, " | ".join(est.flags),
     )
 
 
@@ -93,10 +94,12 @@ def grid(args: argparse.Namespace) -> tuple[list[Task], list[int], list[str], li
         mi_estimators, entropy_dims = ["gaussian", "ksg"], [2]
     elif args.quick:
         dims, sizes, levels, cubic_dims, seeds = [1, 5, 25], [1000], [0.0, 1.0], [1, 5], [0, 1, 2]
-        mi_estimators, entropy_dims = ["gaussian", "cca", "ksg", "infonce", "nwj", "mine", "smile"], [1, 5, 25]
+        mi_estimators = ["auto", "copula", "gaussian", "cca", "ksg", "infonce", "nwj", "mine", "smile"]
+        entropy_dims = [1, 5, 25]
     else:
         dims, sizes, levels, cubic_dims, seeds = [1, 5, 25], [500, 1000, 5000], [0.0, 0.5, 2.0], [1, 5], [0, 1, 2, 3, 4]
-        mi_estimators, entropy_dims = ["gaussian", "cca", "ksg", "infonce", "nwj", "mine", "smile"], [1, 5, 10, 25]
+        mi_estimators = ["auto", "copula", "gaussian", "cca", "ksg", "infonce", "nwj", "mine", "smile"]
+        entropy_dims = [1, 5, 10, 25]
     if args.estimators:
         mi_estimators = args.estimators.split(",")
     if args.seeds:
@@ -113,7 +116,9 @@ def summarise(records: list[Record]) -> list[dict]:
         groups.setdefault((r.task, r.n, r.estimator), []).append(r)
     rows = []
     for (task, n, estimator), rs in groups.items():
-        v = np.array([r.value for r in rs], dtype=float)
+        flagged = sum(1 for r in rs if r.flags)
+        ok = [r for r in rs if not r.flags]  # a flagged estimate has no value (NaN): counted, not averaged
+        v = np.array([r.value for r in ok], dtype=float)
         tr = [r.train_value for r in rs if r.train_value is not None]
         rows.append(
             {
@@ -121,12 +126,13 @@ def summarise(records: list[Record]) -> list[dict]:
                 "N": n,
                 "estimator": estimator,
                 "true": rs[0].true,
-                "mean": float(v.mean()),
-                "bias": float(v.mean() - rs[0].true),
+                "mean": float(v.mean()) if len(v) else float("nan"),
+                "bias": float(v.mean() - rs[0].true) if len(v) else float("nan"),
                 "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
                 "train_bias": float(np.mean(tr) - rs[0].true) if tr else float("nan"),
                 "seconds": float(np.mean([r.seconds for r in rs])),
-                "seeds": len(rs),
+                "seeds": len(ok),
+                "flagged": flagged,
             }
         )
     return rows
@@ -142,7 +148,11 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         key = (r["task"], r["N"])
         truth[key] = r["true"]
-        cells.setdefault(key, {})[r["estimator"]] = f"{_num(r['bias'])} ± {_num(r['std'], signed=False)}"
+        text = f"{_num(r['bias'])} ± {_num(r['std'], signed=False)}"
+        if r.get("flagged"):
+            text = f"flagged {r['flagged']}/{r['flagged'] + r['seeds']}" if math.isnan(r["bias"]) else \
+                f"{text} (flagged {r['flagged']})"
+        cells.setdefault(key, {})[r["estimator"]] = text
     lines = [
         "bias ± std (nats) over seeds; `true` is the exact MI (entropy for `entropy-*` rows)",
         "",
@@ -181,7 +191,7 @@ def read_records(path: str) -> list[Record]:
                 Record(
                     row["task"], row["family"], int(row["dim"]), int(row["n"]), float(row["true"]), row["estimator"],
                     int(row["seed"]), float(row["value"]), opt(row["train_value"]), opt(row["upper_bound"]),
-                    float(row["seconds"]),
+                    float(row["seconds"]), row.get("flags", "") or "",
                 )
             )
     return out
