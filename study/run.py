@@ -292,7 +292,7 @@ def run_study(spec, name, fingerprint, datas, tracking_uri, storage, experiment_
     from ray import tune
 
     from study.progress import StudyProgress
-    from trainables.bma_trainable import StudyContext, train_bma
+    from trainables.bma_trainable import ARM_KEY, StudyContext, train_bma
     from trainables.tracking import ensure_experiment, ensure_parent_run, retry
 
     try:
@@ -336,6 +336,8 @@ def run_study(spec, name, fingerprint, datas, tracking_uri, storage, experiment_
         data_refs = {key: ray.put(value) for key, value in datas.items()}
         trainable = tune.with_resources(tune.with_parameters(train_bma, study=context, data=data_refs), resources)
         param_space = {key: tune.grid_search(values) for key, values in spec.grid.items()}
+        if spec.arms:  # each arm's settings travel as one grid value; the trainable overlays them on the base
+            param_space[ARM_KEY] = tune.grid_search([{"name": n, "settings": a} for n, a in spec.arms.items()])
         progress = StudyProgress(total=spec.n_trials, metric=args.metric, live=sys.stdout.isatty())
         run_config = tune.RunConfig(
             name=name,

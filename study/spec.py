@@ -26,7 +26,8 @@ import yaml
 
 from bma.config import FLAT_TYPES, SHORT_NAMES, ConfigError, TrialConfig
 
-TOP_LEVEL = {"name", "description", "data", "grid", "trial", "resources", "max_concurrent_trials", "max_failures", "smoke"}
+TOP_LEVEL = {"name", "description", "data", "grid", "trial", "arms", "resources", "max_concurrent_trials", "max_failures",
+             "smoke"}
 DATA_KEYS = {"image", "sound", "classmap", "cache_dir"}
 SOURCE_KEYS = {"source", "root", "test_fold", "download"}
 RESOURCE_KEYS = {"cpu", "gpu"}
@@ -62,22 +63,28 @@ class StudySpec:
     # dotted path -> where the file sets it (grid.tau_m, trial.model.tau_m; "smoke:" + path -> smoke.epochs):
     # problems found after parsing name the place a user edits, not the internal path
     labels: dict[str, str] = field(default_factory=dict, compare=False)
+    # named arms (an ablation): arm name -> the settings it changes from base; each arm is crossed with the grid
+    arms: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def n_trials(self) -> int:
-        n = 1
+        n = max(1, len(self.arms))
         for values in self.grid.values():
             n *= len(values)
         return n
 
     def trial_flats(self) -> list[dict[str, Any]]:
-        """One flat dict (dotted paths) per trial: base overlaid with one grid combination."""
+        """One flat dict (dotted paths) per trial: base, overlaid with one arm's settings, then one grid combination."""
         keys = list(self.grid)
-        return [{**self.base, **dict(zip(keys, combo))} for combo in itertools.product(*(self.grid[k] for k in keys))]
+        combos = list(itertools.product(*(self.grid[k] for k in keys)))
+        return [{**self.base, **arm, **dict(zip(keys, combo))} for arm in (self.arms.values() or [{}]) for combo in combos]
 
     def fingerprint(self) -> str:
         """Identifies the study's content: resuming with a changed spec is refused rather than mixed."""
-        blob = json.dumps({"base": self.base, "grid": self.grid}, sort_keys=True, default=str)
+        content: dict[str, Any] = {"base": self.base, "grid": self.grid}
+        if self.arms:  # only specs with arms hash them: older fingerprints stay what they were
+            content["arms"] = self.arms
+        blob = json.dumps(content, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -369,6 +376,37 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
         grid[path] = values
         labels[path] = f"grid.{key}"
 
+    # -- arms (named setting overrides, crossed with the grid) -----------------------------------------------------
+    arms_raw = raw.get("arms") or {}
+    arms: dict[str, dict[str, Any]] = {}
+    if not isinstance(arms_raw, dict):
+        problems.append(f"arms: expected a mapping of arm name -> settings it changes, got {_show(arms_raw)}")
+        arms_raw = {}
+    for arm_name, arm_settings in arms_raw.items():
+        if not isinstance(arm_name, str) or not NAME_RE.match(arm_name):
+            problems.append(f"arms.{arm_name}: expected an arm name of letters, digits, '_', '-', '.'")
+            continue
+        arm_settings = arm_settings or {}
+        if not isinstance(arm_settings, dict):
+            problems.append(f"arms.{arm_name}: expected a mapping of settings (or {{}}), got {_show(arm_settings)}")
+            continue
+        arm: dict[str, Any] = {}
+        before = len(problems)
+        for path, (key, value) in _settings(f"arms.{arm_name}", _flatten_section(arm_settings), settable,
+                                            problems).items():
+            if path in grid:
+                problems.append(f"arms.{arm_name}.{key}: also swept in grid; an arm changes fixed settings only")
+                continue
+            arm[path] = value
+            labels.setdefault(path, f"arms.{arm_name}.{key}")
+        if len(problems) == before:
+            arms[arm_name] = arm
+    if arms and not problems:
+        bodies = [json.dumps(a, sort_keys=True, default=str) for a in arms.values()]
+        twins = sorted({n for n, b in zip(arms, bodies) if bodies.count(b) > 1})
+        if twins:
+            problems.append(f"arms: {twins} change the same settings to the same values; expected each arm once")
+
     # -- resources ------------------------------------------------------------------------------------------------
     res = raw.get("resources", {"cpu": 1, "gpu": 0}) or {}
     resources = {"cpu": 1.0, "gpu": 0.0}
@@ -418,6 +456,7 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
         source_path=where,
         smoke=smoke_flat,
         labels={**labels, **smoke_labels},
+        arms=arms,
     )
     if grid and spec.n_trials > MAX_TRIALS:
         problems.append(f"grid: {spec.n_trials} trials exceed the limit of {MAX_TRIALS}; split the study")
@@ -525,7 +564,7 @@ def shrink_for_smoke(spec: StudySpec) -> StudySpec:
         if key in spec.smoke or key in SMOKE_DEFAULTS:
             grid.pop(key)
     shrunk = StudySpec(spec.name, base, grid, spec.resources, spec.max_concurrent_trials, spec.max_failures,
-                       spec.description, spec.source_path, spec.smoke, spec.labels)
+                       spec.description, spec.source_path, spec.smoke, spec.labels, spec.arms)
     problems = _trial_problems(shrunk, smoke=True)
     if problems:
         raise SpecError(spec.source_path or "<spec>", [f"{p} (with --smoke)" for p in problems])

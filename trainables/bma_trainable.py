@@ -19,6 +19,7 @@ from bma.trainer import TrialData, data_identity, fit
 from trainables.tracking import TrialTracker, finished_run
 
 RUN_ID_FILE = "mlflow_run.json"
+ARM_KEY = "arm"  # the Tune dict key of a spec's named arm: {"name": ..., "settings": {dotted path: value}}
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,9 @@ def placement(cfg: TrialConfig) -> dict[str, str]:
 
 
 def train_bma(tune_config: dict, study: StudyContext, data: dict[str, "TrialData | ray.ObjectRef"]) -> None:
-    cfg = TrialConfig.from_flat({**study.base, **tune_config})
+    arm = tune_config.get(ARM_KEY) or {}
+    cfg = TrialConfig.from_flat({**study.base, **arm.get("settings", {}),
+                                 **{k: v for k, v in tune_config.items() if k != ARM_KEY}})
     done = finished_run(study.tracking_uri_here(), study.experiment_id, study.name, cfg)
     if done is not None:
         # Finished before the driver died, but after Tune last saved the study's state: never train it again.
@@ -102,7 +105,7 @@ def train_bma(tune_config: dict, study: StudyContext, data: dict[str, "TrialData
     tracking_uri = study.tracking_uri_here()
     tracker = TrialTracker(tracking_uri, study.experiment_id, study.parent_run_id, study.name, cfg,
                            tune_trial_id=tune.get_context().get_trial_id() or "", run_id=run_id)
-    tracker.set_tags(placement(cfg))
+    tracker.set_tags({**placement(cfg), **({"bma.arm": arm["name"]} if arm else {})})
     if resume_dir is not None:
         from bma.trainer import load_checkpoint
 

@@ -65,12 +65,17 @@ def problems_of(tmp_path: Path, text: str, smoke: bool = False) -> list[str]:
         ("paper", 1944),  # 4 x 3 x 3 x 3 x 2 x 3 x 3
         ("noise", 108),  # 3 SNRs x 2 image noises x 2 ratios x 3 variants x 3 seeds
         ("variants", 9),  # 3 variants x 3 seeds
+        ("boost", 72),  # 4 image pools x 2 pair levels x 3 variants x 3 seeds
+        ("boost_mirror", 27),  # 3 sound pools x 3 variants x 3 seeds
+        ("boost_domains", 36),  # 2 sound SNRs x 2 image pools x 3 variants x 3 seeds
+        ("boost_full", 270),  # 6 x 3 x 3 x 5
+        ("ablation", 30),  # 10 arms x 3 seeds
     ],
 )
 def test_shipped_spec_parses_with_its_trial_count(name, n_trials):
     spec = shipped(name)
     assert spec.name == name
-    assert spec.n_trials == n_trials == math.prod(len(v) for v in spec.grid.values())
+    assert spec.n_trials == n_trials == math.prod(len(v) for v in spec.grid.values()) * max(1, len(spec.arms))
     flats = spec.trial_flats()
     assert len(flats) == n_trials
     assert len({tuple(sorted(map(repr, f.items()))) for f in flats}) == n_trials, "every trial is distinct"
@@ -509,3 +514,48 @@ CONFIG_GAPS = [
 def test_settings_that_fail_only_at_run_time_are_refused_up_front(tmp_path, text, expected):
     problems = problems_of(tmp_path, text)
     assert any(all(s in p for s in expected) for p in problems), problems
+
+
+# -- arms ------------------------------------------------------------------------------------------------------------
+
+
+ARMS_SPEC = """
+name: abl
+grid: {seed: [0, 1]}
+trial: {variant: bma, loss: {cycle_space: feature}}
+arms:
+  plain: {}
+  address: {loss.cycle_space: address}
+  both: {loss: {cycle_space: address}, loss.w_variance: 1.0}
+"""
+
+
+def test_arms_cross_the_grid_and_override_fixed_settings():
+    spec = parse_spec(yaml.safe_load(ARMS_SPEC))
+    assert spec.n_trials == 6 and list(spec.arms) == ["plain", "address", "both"]
+    flats = spec.trial_flats()
+    spaces = [TrialConfig.from_flat(f).loss.cycle_space for f in flats]
+    assert spaces == ["feature"] * 2 + ["address"] * 4
+    assert [TrialConfig.from_flat(f).loss.w_variance for f in flats[4:]] == [1.0, 1.0]
+    without = parse_spec(yaml.safe_load(ARMS_SPEC.split("arms:")[0]))
+    assert without.fingerprint() != spec.fingerprint()
+    # a spec without arms keeps the fingerprint it had before arms existed (base and grid only)
+    import hashlib
+    import json
+
+    blob = json.dumps({"base": without.base, "grid": without.grid}, sort_keys=True, default=str)
+    assert without.fingerprint() == hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@pytest.mark.parametrize("arms,message", [
+    ("a: {seed: 3}", r"arms\.a\.seed: also swept in grid"),
+    ("a: {loss: {w_variance: 1.0}}\n  b: {loss.w_variance: 1.0}", r"arms: \['a', 'b'\] change the same settings"),
+    ("a: {nonsense: 1}", r"arms\.a\.nonsense: unknown setting"),
+    ("a: {tau_m: -1}", r"tau_m"),
+    ("'bad name': {}", r"arms\.bad name: expected an arm name"),
+    ("a: [1, 2]", r"arms\.a: expected a mapping of settings"),
+])
+def test_bad_arms_are_refused_naming_them(arms, message):
+    text = f"name: abl\ngrid: {{seed: [0, 1]}}\narms:\n  {arms}\n"
+    with pytest.raises(SpecError, match=message):
+        parse_spec(yaml.safe_load(text))
