@@ -113,7 +113,8 @@ class KSG:
         invertible map of each coordinate); heavy tails no longer stretch the neighbourhoods (Student-t, exp(x)).
     algorithm: neighbour search. "tree" (cKDTree; max-norm only), "brute" (blocked distance matrices, O(N^2 d):
         faster than the tree from a joint dimension of ~6 on, and the only search for "euclidean"), or "auto"
-        (tree for "max" up to ``TREE_MAX_JOINT_DIM``, brute otherwise). All give the same counts.
+        (tree for "max" up to ``TREE_MAX_JOINT_DIM``, and for "euclidean" at dx = dy = 1 where it is the same norm;
+        brute otherwise). All give the same counts.
     seed: for the noise. workers: cKDTree query threads (1 keeps trials from oversubscribing cores).
     """
 
@@ -160,9 +161,11 @@ class KSG:
             a = (a - a.mean(axis=0, keepdims=True)) / sd
         return _jitter(a, self.noise, rng)
 
-    def _use_tree(self, joint_dim: int) -> bool:
+    def _use_tree(self, dx: int, dy: int) -> bool:
+        # in a 1-D space every norm is |a - b|: "euclidean" with dx = dy = 1 is the max-norm estimator exactly
+        max_norm = self.metric == "max" or dx == dy == 1
         if self.algorithm == "auto":
-            return self.metric == "max" and joint_dim <= TREE_MAX_JOINT_DIM
+            return max_norm and dx + dy <= TREE_MAX_JOINT_DIM
         return self.algorithm == "tree"
 
     def local_values(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -171,7 +174,7 @@ class KSG:
         rng = np.random.default_rng(self.seed)
         x, y = self._prepare(x, rng), self._prepare(y, rng)
         n = x.shape[0]
-        if self._use_tree(x.shape[1] + y.shape[1]):
+        if self._use_tree(x.shape[1], y.shape[1]):
             nx, ny = ksg_counts_tree(x, y, self.k, self.workers)
         else:
             nx, ny = ksg_counts_brute(x, y, self.k, self.metric)
