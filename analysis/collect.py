@@ -276,6 +276,43 @@ def _final_and_best(hist: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     return pd.concat([epochs, pd.DataFrame(cols)], axis=1)
 
 
+SHARED_TAG, CELLS_TAG, STOPPED_TAG = "bma.shared", "bma.cells", "bma.stopped_early"  # trainables/bma_trainable.py
+ARM_CELL = "bma.arm"  # a cell's arm name (study/spec.py cell_overrides)
+
+
+def _param_text(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)
+
+
+def _cell_rows(runs) -> tuple[list[tuple], int]:
+    """(run, params, cell overrides) per cell a run counts in: one row for a plain run; for a shared run (tags
+    bma.shared / bma.cells, a trial several grid points make), one row per grid point, its params overlaid with the
+    settings that place it in that point's cell. Also how many runs are shared."""
+    rows, shared = [], 0
+    for r in runs:
+        tags = r.data.tags
+        text = "".join(tags[k] for k in sorted((k for k in tags if k == CELLS_TAG or k.startswith(CELLS_TAG + ".")),
+                                              key=lambda k: int(k.rsplit(".", 1)[1]) if k != CELLS_TAG else 0))
+        cells = None
+        if text:
+            import json
+
+            try:
+                cells = json.loads(text)
+            except ValueError:
+                log.warning("run %s: unreadable %s tag; counted once", r.info.run_id, CELLS_TAG)
+        if not cells:
+            rows.append((r, r.data.params, {}))
+            continue
+        shared += len(cells) > 1
+        for cell in cells:
+            params = {**r.data.params, **{k: _param_text(v) for k, v in cell.items() if k != ARM_CELL}}
+            rows.append((r, params, cell))
+    return rows, shared
+
+
 def collect_study(
     study: str,
     tracking_uri: str | None = None,
@@ -301,11 +338,15 @@ def collect_study(
             "(runs tagged bma.role=trial)"
         )
     notes: list[str] = []
+    rows, n_shared = _cell_rows(runs)
+    if n_shared:
+        notes.append(f"{n_shared} trial(s) are shared by several grid points (their variant ignores the settings "
+                     "that differ): each is counted in every cell that contains it (shared > 1)")
 
     # params: CELL_KEYS always; other config fields that vary across trials become cell keys too, so that a
     # study gridding e.g. model.addressing never pools two settings as if they were seeds
-    all_params = sorted({k for r in runs for k in r.data.params})
-    raw = pd.DataFrame([{k: r.data.params.get(k) for k in all_params} for r in runs])
+    all_params = sorted({k for _, params, _ in rows for k in params})
+    raw = pd.DataFrame([{k: params.get(k) for k in all_params} for _, params, _ in rows])
     missing_keys = [k for k in CELL_KEYS if k not in raw.columns]
     if missing_keys:
         notes.append(f"params missing from every trial, treated as empty: {', '.join(missing_keys)}")
@@ -322,9 +363,9 @@ def collect_study(
     keys = list(CELL_KEYS) + extras
 
     records = []
-    for r in runs:
-        tags, info, params = r.data.tags, r.info, r.data.params
-        seed_raw = tags.get("bma.seed", params.get(SEED_KEY))
+    for r, params, cell in rows:
+        tags, info = r.data.tags, r.info
+        seed_raw = params.get(SEED_KEY, tags.get("bma.seed")) if cell else tags.get("bma.seed", params.get(SEED_KEY))
         records.append(
             {
                 "run_id": info.run_id,
@@ -341,6 +382,9 @@ def collect_study(
                 "git_commit": tags.get("bma.git_commit"),
                 "start_time": pd.to_datetime(info.start_time, unit="ms", utc=True) if info.start_time else pd.NaT,
                 "end_time": pd.to_datetime(info.end_time, unit="ms", utc=True) if info.end_time else pd.NaT,
+                "shared": int(tags.get(SHARED_TAG, "1") or 1),
+                "stopped_early": str(tags.get(STOPPED_TAG, "")).lower() == "true",
+                "arm": cell.get(ARM_CELL, tags.get("bma.arm")),
                 "_metric_keys": list(r.data.metrics),
             }
         )
@@ -363,7 +407,7 @@ def collect_study(
     if metrics and not chosen:
         raise AnalysisError(f"no metric of study {study!r} matches {' '.join(metrics)}; "
                             f"metrics: {', '.join(sorted(available))}")
-    wanted = [(rid, k) for rid, ks in zip(df["run_id"], df["_metric_keys"]) for k in sorted(ks) if k in set(chosen)]
+    wanted = sorted({(rid, k) for rid, ks in zip(df["run_id"], df["_metric_keys"]) for k in ks if k in set(chosen)})
     try:
         hist = _histories(client, uri, wanted, workers)
     except Exception as exc:
@@ -391,7 +435,10 @@ def collect_study(
         notes.append(f"{n_sup} run(s) superseded by a later run of the same cell and seed (used=False)")
 
     lead = ["run_id", "run_name", "trial_id", "regime", "variant", "seed"] + [k for k in keys if k != "variant"]
-    rest = ["state", "used", "superseded", "mlflow_status", "bma_status", "error", "n_epochs", "parent_run_id",
+    if df["stopped_early"].any():
+        notes.append(f"{int(df['stopped_early'].sum())} trial(s) stopped early by the search's scheduler: counted "
+                     "with their last values (stopped_early=True)")
+    rest = ["state", "used", "superseded", "shared", "stopped_early", "arm", "mlflow_status", "bma_status", "error", "n_epochs", "parent_run_id",
             "git_commit", "start_time", "end_time"]
     value_cols = [c for c in df.columns if c.startswith(("final/", "best/"))]
     df = df[lead + rest + value_cols]

@@ -210,6 +210,36 @@ class ConfigError(ValueError):
         super().__init__("invalid trial configuration:\n  " + "\n  ".join(self.problems))
 
 
+# Settings each variant does not read (bma reads every one): a trial's effective configuration resets them to their
+# defaults, so trials that differ only in them are one computation, trained once (study/spec.py, distinct_trials).
+# unimodal has no memory, no L_pair and no L_unpair; it still reads the pool sizes of both modalities and
+# regime.pairs / pairing_ratio (its single-sample pools are the pairs plus the unpaired samples). The LR control is
+# driven by the cycle's I(S; S'), which only bma computes.
+_MEMORY = ("model.memory_slots", "model.tau_m", "model.tau_m_final", "model.addressing", "model.top_k",
+           "model.slot_reseed_every", "model.slot_dead_usage", "loss.w_slot_decorrelation", "loss.w_infomax")
+_PAIR = ("loss.tau_l", "loss.w_pair", "loss.pair_negatives", "loss.w_address", "loss.w_recall")
+_UNPAIR = ("loss.w_unpair", "loss.cycle_space")
+_LR_CONTROL = ("optim.lr_control", "optim.lr_control_every", "optim.lr_control_factor", "optim.lr_control_patience")
+VARIANT_IGNORES: dict[str, tuple[str, ...]] = {
+    "unimodal": _MEMORY + _PAIR + _UNPAIR + _LR_CONTROL,
+    "paired_only": _UNPAIR + _LR_CONTROL,
+    "bma": (),
+}
+
+
+def effective_config(cfg: "TrialConfig") -> "TrialConfig":
+    """``cfg`` with the settings its variant does not read (VARIANT_IGNORES) reset to their defaults: two trials
+    with equal effective configurations compute the same thing."""
+    ignored = VARIANT_IGNORES.get(cfg.model.variant, ())
+    if not ignored:
+        return cfg
+    defaults = _DEFAULT_FLAT
+    flat = cfg.to_flat()
+    if all(flat[k] == defaults[k] for k in ignored):
+        return cfg
+    return TrialConfig.from_flat({**flat, **{k: defaults[k] for k in ignored}})
+
+
 # Short names a study grid uses; the dotted path is what MLflow records.
 SHORT_NAMES: dict[str, str] = {
     "pairing_ratio": "regime.pairing_ratio",
@@ -468,6 +498,8 @@ def _build(cls: type, nested: dict[str, Any], base: Any = None) -> Any:
 
 
 FLAT_TYPES: dict[str, Any] = _field_types(TrialConfig)
+_DEFAULT_FLAT: dict[str, Any] = TrialConfig().to_flat()
+assert set(VARIANT_IGNORES) == set(VARIANTS) and all(k in FLAT_TYPES for v in VARIANT_IGNORES.values() for k in v)
 
 __all__ = [
     "CELL_KEYS",
@@ -484,4 +516,6 @@ __all__ = [
     "SourceConfig",
     "TrialConfig",
     "validate",
+    "VARIANT_IGNORES",
+    "effective_config",
 ]

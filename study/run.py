@@ -195,8 +195,10 @@ def prepare_data(spec: StudySpec, verbose: bool):
     from bma.trainer import load_trial_data, make_regime
     from trainables.bma_trainable import data_key
 
+    from study.spec import search_flats
+
     datas, problems, checked = {}, [], set()
-    for flat in spec.trial_flats():
+    for flat in spec.trial_flats() + (search_flats(spec) if spec.search is not None else []):
         cfg = TrialConfig.from_flat(flat)
         key = data_key(cfg)
         if key not in datas:
@@ -252,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: " + "\n  ".join(where), file=sys.stderr)
         return EXIT_BAD_INPUT
 
-    print(f"study {name}: {spec.n_trials} trials, {spec.resources['cpu']:g} CPU / {spec.resources['gpu']:g} GPU each")
+    distinct = spec.distinct_trials() if spec.search is None else None
+    print(study_line(spec, name, distinct))
     datas, problems = prepare_data(spec, args.verbose)
     if problems:
         print(f"error: {args.spec}: the data cannot satisfy this study:\n  " + "\n  ".join(problems), file=sys.stderr)
@@ -270,10 +273,74 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_BAD_INPUT
         print(f"--fresh: earlier results moved to {aside}")
 
-    return run_study(spec, name, fingerprint, datas, tracking_uri, storage, experiment_dir, args)
+    return run_study(spec, name, fingerprint, datas, tracking_uri, storage, experiment_dir, args, distinct)
 
 
-def run_study(spec, name, fingerprint, datas, tracking_uri, storage, experiment_dir, args) -> int:
+def study_line(spec: StudySpec, name: str, distinct) -> str:
+    """The first line of a run (and of --validate-only): how many trials, and what each reserves."""
+    each = f"{spec.resources['cpu']:g} CPU / {spec.resources['gpu']:g} GPU each"
+    if spec.search is None:
+        return f"study {name}: {spec.n_points} grid points, {len(distinct)} distinct trials, {each}"
+    s = spec.search
+    arms = f" x {len(spec.arms)} arms" if spec.arms else ""
+    scheduler = f", {s['scheduler']} early stopping" if s["scheduler"] else ""
+    return (f"study {name}: {s['algorithm']} search, {spec.n_trials} trials ({s['num_samples']} samples{arms}) "
+            f"on {s['metric']} ({s['mode']}){scheduler}, {each}")
+
+
+def grid_space(spec: StudySpec, distinct) -> dict:
+    """One Tune grid value per distinct trial: its first grid point's values, its arm, and (when it stands for
+    more than one grid point, or for a point whose ignored settings it resets) the cells it counts in."""
+    from ray import tune
+
+    from study.spec import ARM_CELL
+    from trainables.bma_trainable import ARM_KEY, CELLS_KEY, POINT_KEY
+
+    points = []
+    for trial in distinct:
+        point = dict(trial.point)
+        if trial.arm is not None:
+            point[ARM_KEY] = {"name": trial.arm, "settings": spec.arms[trial.arm]}
+        if len(trial.members) > 1 or any(k != ARM_CELL for k in trial.members[0]):
+            point[CELLS_KEY] = trial.members
+        points.append(point)
+    return {POINT_KEY: tune.grid_search(points)}
+
+
+def search_config(spec: StudySpec):
+    """(param space, TuneConfig keywords) of a search: Ray Tune's samplers, its searcher and scheduler."""
+    from ray import tune
+
+    from bma.config import TrialConfig
+    from bma.trainer import num_rounds
+    from trainables.bma_trainable import ARM_KEY
+
+    s = spec.search
+    samplers = {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint,
+                "lograndint": tune.lograndint}
+    space = {path: tune.choice(args) if kind == "choice" else samplers[kind](*args)
+             for path, (kind, args) in s["space"].items()}
+    if spec.arms:  # a random search crosses its samples with the arms (Tune's grid_search beside samplers)
+        space[ARM_KEY] = tune.grid_search([{"name": n, "settings": a} for n, a in spec.arms.items()])
+    keywords = {"metric": s["metric"], "mode": s["mode"], "num_samples": s["num_samples"]}
+    if s["algorithm"] == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        keywords["search_alg"] = OptunaSearch(seed=s["seed"])  # TPE, Optuna's default sampler
+    else:
+        from ray.tune.search import BasicVariantGenerator
+
+        keywords["search_alg"] = BasicVariantGenerator(random_state=s["seed"])
+    if s["scheduler"] == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+
+        max_t = max(num_rounds(TrialConfig.from_flat(f)) for f in spec.trial_flats())
+        keywords["scheduler"] = ASHAScheduler(time_attr="training_iteration", max_t=max_t,
+                                              grace_period=s["grace_period"], reduction_factor=s["reduction_factor"])
+    return space, keywords
+
+
+def run_study(spec, name, fingerprint, datas, tracking_uri, storage, experiment_dir, args, distinct=None) -> int:
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # save the study's state often: a killed driver resumes
     if not args.verbose:
         # A failed trial's traceback goes to its error.txt and to MLflow; the console gets one line (StudyProgress).
@@ -292,8 +359,8 @@ def run_study(spec, name, fingerprint, datas, tracking_uri, storage, experiment_
     from ray import tune
 
     from study.progress import StudyProgress
-    from trainables.bma_trainable import ARM_KEY, StudyContext, train_bma
-    from trainables.tracking import ensure_experiment, ensure_parent_run, retry
+    from trainables.bma_trainable import StudyContext, train_bma
+    from trainables.tracking import ensure_experiment, ensure_parent_run, mark_stopped_early, retry
 
     try:
         ray.init(
@@ -335,10 +402,12 @@ def run_study(spec, name, fingerprint, datas, tracking_uri, storage, experiment_
         # One object-store entry per data setting: a trial fetches only its own features, never the study's all.
         data_refs = {key: ray.put(value) for key, value in datas.items()}
         trainable = tune.with_resources(tune.with_parameters(train_bma, study=context, data=data_refs), resources)
-        param_space = {key: tune.grid_search(values) for key, values in spec.grid.items()}
-        if spec.arms:  # each arm's settings travel as one grid value; the trainable overlays them on the base
-            param_space[ARM_KEY] = tune.grid_search([{"name": n, "settings": a} for n, a in spec.arms.items()])
-        progress = StudyProgress(total=spec.n_trials, metric=args.metric, live=sys.stdout.isatty())
+        if spec.search is None:  # each distinct trial once (an arm's settings travel inside its grid value)
+            param_space, search_keywords = grid_space(spec, distinct), {}
+        else:
+            param_space, search_keywords = search_config(spec)
+        total = len(distinct) if distinct is not None else spec.n_trials
+        progress = StudyProgress(total=total, metric=args.metric, live=sys.stdout.isatty())
         run_config = tune.RunConfig(
             name=name,
             storage_path=storage,
@@ -355,7 +424,8 @@ def run_study(spec, name, fingerprint, datas, tracking_uri, storage, experiment_
             tuner = tune.Tuner(
                 trainable,
                 param_space=param_space,
-                tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=spec.max_concurrent_trials),
+                tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=spec.max_concurrent_trials,
+                                            **search_keywords),
                 run_config=run_config,
             )
         if experiment_dir is not None:
@@ -366,10 +436,17 @@ def run_study(spec, name, fingerprint, datas, tracking_uri, storage, experiment_
         ray.shutdown()
 
     failed = [r for r in results if r.error is not None]
+    if spec.search is not None and spec.search["scheduler"]:
+        last = {r.metrics.get("trial_id"): r.metrics for r in results if r.error is None and r.metrics}
+        mark_stopped_early(tracking_uri, experiment_id, parent_run_id, last)
+    stopped = retry(lambda: client.search_runs(
+        [experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`bma.stopped_early` = 'true'",
+        max_results=10_000)) if spec.search is not None and spec.search["scheduler"] else []
     status = "FAILED" if failed else "FINISHED"
     retry(lambda: client.set_terminated(parent_run_id, status=status))
     progress.close()
-    print(f"\nstudy {name}: {len(results) - len(failed)} of {len(results)} trials finished, {len(failed)} failed")
+    early = f" ({len(stopped)} stopped early by {spec.search['scheduler']})" if stopped else ""
+    print(f"\nstudy {name}: {len(results) - len(failed)} of {len(results)} trials finished{early}, {len(failed)} failed")
     for r in failed:
         first_line = str(r.error).strip().splitlines()[-1] if str(r.error).strip() else type(r.error).__name__
         print(f"  failed: {r.path}: {first_line[:300]}")

@@ -18,16 +18,26 @@ import itertools
 import json
 import math
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bma.config import FLAT_TYPES, SHORT_NAMES, ConfigError, TrialConfig
+from bma.config import FLAT_TYPES, SHORT_NAMES, ConfigError, TrialConfig, effective_config
 
 TOP_LEVEL = {"name", "description", "data", "grid", "trial", "arms", "resources", "max_concurrent_trials", "max_failures",
-             "smoke"}
+             "smoke", "search"}
+# search: the hyperparameter side of the engine (Ray Tune's own searchers and schedulers)
+SEARCH_KEYS = {"algorithm", "num_samples", "metric", "mode", "scheduler", "space", "seed", "grace_period",
+               "reduction_factor"}
+SEARCH_ALGORITHMS = ("grid", "random", "optuna")  # grid: the Cartesian product of `grid` (the default)
+SCHEDULERS = ("asha",)
+# search.space: one distribution per setting, {kind: [arguments]}, each a tune.* sampler; the kinds a setting's type
+# can take (a string setting can only be chosen among values; a list setting is not searched)
+DISTRIBUTIONS = {"uniform": (float,), "loguniform": (float,), "randint": (int,), "lograndint": (int,),
+                 "choice": (float, int, str, bool)}
 DATA_KEYS = {"image", "sound", "classmap", "cache_dir"}
 SOURCE_KEYS = {"source", "root", "test_fold", "download"}
 RESOURCE_KEYS = {"cpu", "gpu"}
@@ -65,9 +75,18 @@ class StudySpec:
     labels: dict[str, str] = field(default_factory=dict, compare=False)
     # named arms (an ablation): arm name -> the settings it changes from base; each arm is crossed with the grid
     arms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the hyperparameter search (None: the grid): algorithm, num_samples, metric, mode, scheduler, space, ...
+    search: dict[str, Any] | None = None
 
     @property
     def n_trials(self) -> int:
+        """Grid points (or, for a search, samples times arms)."""
+        if self.search is not None:
+            return self.search["num_samples"] * max(1, len(self.arms))
+        return self.n_points
+
+    @property
+    def n_points(self) -> int:
         n = max(1, len(self.arms))
         for values in self.grid.values():
             n *= len(values)
@@ -79,13 +98,56 @@ class StudySpec:
         combos = list(itertools.product(*(self.grid[k] for k in keys)))
         return [{**self.base, **arm, **dict(zip(keys, combo))} for arm in (self.arms.values() or [{}]) for combo in combos]
 
+    def grid_points(self) -> list[tuple[str | None, dict[str, Any]]]:
+        """(arm name or None, {grid path: value}) per grid point, in the order of trial_flats."""
+        keys = list(self.grid)
+        combos = list(itertools.product(*(self.grid[k] for k in keys)))
+        return [(arm, dict(zip(keys, combo))) for arm in (list(self.arms) or [None]) for combo in combos]
+
+    def distinct_trials(self) -> list["DistinctTrial"]:
+        """The grid's points grouped by effective configuration (bma.config.effective_config): each group is one
+        computation, trained once and counted in every cell of its members."""
+        groups: dict[TrialConfig, DistinctTrial] = {}
+        for (arm, point), flat in zip(self.grid_points(), self.trial_flats()):
+            cfg = TrialConfig.from_flat(flat)
+            eff = effective_config(cfg)
+            group = groups.get(eff)
+            if group is None:
+                group = groups[eff] = DistinctTrial(arm, point, eff.to_flat(), [])
+            group.members.append(cell_overrides(cfg.to_flat(), group.effective, arm))
+        return list(groups.values())
     def fingerprint(self) -> str:
         """Identifies the study's content: resuming with a changed spec is refused rather than mixed."""
         content: dict[str, Any] = {"base": self.base, "grid": self.grid}
         if self.arms:  # only specs with arms hash them: older fingerprints stay what they were
             content["arms"] = self.arms
+        if self.search is not None:  # likewise for a search
+            content["search"] = self.search
         blob = json.dumps(content, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@dataclass
+class DistinctTrial:
+    """One trial the engine trains: the first grid point that makes it (its arm and grid values), its effective
+    flat configuration, and per grid point it stands for the settings in which that point differs from it."""
+
+    arm: str | None
+    point: dict[str, Any]
+    effective: dict[str, Any]
+    members: list[dict[str, Any]]
+
+
+ARM_CELL = "bma.arm"  # the key of a member's arm name in a cell override
+
+
+def cell_overrides(flat: dict[str, Any], effective: dict[str, Any], arm: str | None) -> dict[str, Any]:
+    """What places a shared trial in one member's cell: the member's value of every setting that differs from the
+    trained configuration (the settings its variant ignores), and its arm."""
+    out = {k: v for k, v in flat.items() if v != effective.get(k)}
+    if arm is not None:
+        out[ARM_CELL] = arm
+    return out
 
 
 def _path_of(key: Any) -> str:
@@ -342,7 +404,10 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
     # -- grid -----------------------------------------------------------------------------------------------------
     grid_raw = raw.get("grid")
     grid: dict[str, list[Any]] = {}
-    if not isinstance(grid_raw, dict) or not grid_raw:
+    searching = isinstance(raw.get("search"), dict) and raw["search"].get("algorithm", "grid") != "grid"
+    if searching and grid_raw is None:
+        grid_raw = {}  # a search samples search.space: a grid is optional
+    elif not isinstance(grid_raw, dict) or (not grid_raw and not searching):
         problems.append("grid: expected a non-empty mapping of setting -> list of values")
         grid_raw = {}
     for path, (key, values) in _settings("grid", [(str(k), v) for k, v in grid_raw.items()], settable,
@@ -444,6 +509,8 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
         smoke_flat[path] = value
         smoke_labels[f"smoke:{path}"] = f"smoke.{key}"
 
+    search = _parse_search(raw.get("search"), grid, arms, base, settable, problems, labels)
+
     # -- every trial must make a valid TrialConfig ----------------------------------------------------------------
     spec = StudySpec(
         name=name if isinstance(name, str) else "",
@@ -457,10 +524,13 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
         smoke=smoke_flat,
         labels={**labels, **smoke_labels},
         arms=arms,
+        search=search,
     )
-    if grid and spec.n_trials > MAX_TRIALS:
+    if search is not None and not problems:
+        problems.extend(_space_problems(spec))
+    if spec.n_trials > MAX_TRIALS:
         problems.append(f"grid: {spec.n_trials} trials exceed the limit of {MAX_TRIALS}; split the study")
-    elif grid:
+    elif grid or search is not None:
         problems.extend(_trial_problems(spec, distinct=not problems))
         if smoke_flat and not problems:
             # The smoke block's own values, checked on one trial (cheap); --smoke checks every shrunk trial.
@@ -470,6 +540,176 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
     if problems:
         raise SpecError(where, problems)
     return spec
+
+
+def _parse_search(raw: Any, grid: dict, arms: dict, base: dict, settable, problems: list[str],
+                  labels: dict[str, str]) -> dict | None:
+    """The normalised ``search:`` block, or None for a grid study (no block, or ``algorithm: grid``)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        problems.append(f"search: expected a mapping {{algorithm: optuna, num_samples: N, metric: ..., mode: max}}, "
+                        f"got {_show(raw)}")
+        return None
+    for key in sorted(set(raw) - SEARCH_KEYS, key=str):
+        problems.append(f"search.{key}: unknown key (expected one of {sorted(SEARCH_KEYS)})")
+    algorithm = raw.get("algorithm", "grid")
+    if algorithm not in SEARCH_ALGORITHMS:
+        problems.append(f"search.algorithm: expected one of {SEARCH_ALGORITHMS}, got {_show(algorithm)}")
+        return None
+    scheduler = raw.get("scheduler")
+    if scheduler is not None and scheduler not in SCHEDULERS:
+        problems.append(f"search.scheduler: expected null or one of {SCHEDULERS}, got {_show(scheduler)}")
+    metric, mode = raw.get("metric"), raw.get("mode")
+    if (algorithm != "grid" or scheduler is not None) and (not isinstance(metric, str) or not metric):
+        problems.append(f"search.metric: expected the name of a reported metric (e.g. acc/sound_probe_h), got "
+                        f"{_show(metric)}")
+    if (algorithm != "grid" or scheduler is not None) and mode not in ("max", "min"):
+        problems.append(f"search.mode: expected max or min, got {_show(mode)}")
+    num = raw.get("num_samples", 1 if algorithm == "grid" else None)
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        problems.append(f"search.num_samples: expected a whole number of trials >= 1, got {_show(num)}")
+        num = 1
+    seed = raw.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        problems.append(f"search.seed: expected an integer >= 0, got {_show(seed)}")
+    for key, low in (("grace_period", 1), ("reduction_factor", 2)):
+        value = raw.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            problems.append(f"search.{key}: expected an integer >= {low} (ASHA), got {_show(value)}")
+    for key in ("grace_period", "reduction_factor"):
+        if raw.get(key) is not None and scheduler is None:
+            problems.append(f"search.{key}: only read by a scheduler; set search.scheduler: asha or remove it")
+    space_raw = raw.get("space") or {}
+    if not isinstance(space_raw, dict):
+        problems.append(f"search.space: expected a mapping of setting -> {{kind: [arguments]}}, got {_show(space_raw)}")
+        space_raw = {}
+    space: dict[str, tuple[str, list]] = {}
+    for path, (key, dist) in _settings("search.space", [(str(k), v) for k, v in space_raw.items()], settable,
+                                        problems).items():
+        where = f"search.space.{key}"
+        if path in grid or path in base or any(path in a for a in arms.values()):
+            problems.append(f"{where}: also set in grid, trial or an arm; a setting is either fixed, swept or searched")
+            continue
+        kind, args = _distribution(dist, where, problems)
+        if kind is None:
+            continue
+        hint = FLAT_TYPES[path]
+        types_ = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+        setting_type = types_[0]
+        if typing.get_origin(setting_type) is tuple or setting_type not in DISTRIBUTIONS[kind]:
+            what = "a list" if typing.get_origin(setting_type) is tuple else getattr(setting_type, "__name__", "?")
+            fits = sorted(k for k, ok in DISTRIBUTIONS.items() if setting_type in ok)
+            problems.append(f"{where}: {path} is {what}; {kind} cannot sample it (expected "
+                            f"{' or '.join(fits) if fits else 'no search: it cannot be sampled; fix it in trial'})")
+            continue
+        space[path] = (kind, args)
+        labels[path] = where
+    data_decided = [k for k in space if k.startswith("features.") or k.startswith("eval.xdomain_")
+                    or k == "eval.test_sound_snr_db"]
+    for k in data_decided:
+        problems.append(f"{labels[k]}: {k} decides the features a study computes before it starts; it cannot be "
+                        "searched (sweep it in grid, or run one study per value)")
+    if algorithm == "grid":
+        if space:
+            problems.append("search.space: the grid does not sample; use search.algorithm random or optuna, or grid")
+        if num != 1:
+            problems.append("search.num_samples: a grid runs each point once; expected 1 (or a search algorithm)")
+        if scheduler is None:
+            return None
+    else:
+        if not space:
+            problems.append("search.space: expected at least one setting to search, e.g. tau_m: {loguniform: [0.02, 0.5]}")
+        swept = [k for k, v in grid.items() if isinstance(v, list) and len(v) > 1]
+        if swept:
+            problems.append(f"grid: {', '.join(swept)} swept in a {algorithm} search; put it in search.space as "
+                            "{choice: [...]} (a searcher samples one space)")
+        if arms and algorithm == "optuna":
+            problems.append("arms: an optuna search samples one space and cannot cross it with arms; run one study "
+                            "per arm, or use search.algorithm: random")
+    return {"algorithm": algorithm, "num_samples": num, "metric": metric, "mode": mode, "scheduler": scheduler,
+            "space": space, "seed": seed if isinstance(seed, int) else 0,
+            "grace_period": raw.get("grace_period") or 1, "reduction_factor": raw.get("reduction_factor") or 2}
+
+
+def _distribution(dist: Any, where: str, problems: list[str]) -> tuple[str | None, list]:
+    """(kind, arguments) of one ``{kind: [arguments]}`` entry of search.space."""
+    if not isinstance(dist, dict) or len(dist) != 1:
+        problems.append(f"{where}: expected one distribution {{kind: [arguments]}} with kind one of "
+                        f"{sorted(DISTRIBUTIONS)}, got {_show(dist)}")
+        return None, []
+    (kind, args), = dist.items()
+    if kind not in DISTRIBUTIONS:
+        problems.append(f"{where}: unknown distribution {_show(kind)}; expected one of {sorted(DISTRIBUTIONS)}")
+        return None, []
+    if not isinstance(args, list) or not args:
+        problems.append(f"{where}.{kind}: expected a list of arguments, got {_show(args)}")
+        return None, []
+    if kind == "choice":
+        return kind, args
+    if len(args) != 2 or any(isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a)
+                             for a in args) or not args[0] < args[1]:
+        problems.append(f"{where}.{kind}: expected [low, high], two finite numbers with low < high, got {_show(args)}")
+        return None, []
+    if kind.startswith("log") and args[0] <= 0:
+        problems.append(f"{where}.{kind}: a log scale needs low > 0, got {_show(args)}")
+        return None, []
+    if kind.endswith("randint") and not all(float(a).is_integer() for a in args):
+        problems.append(f"{where}.{kind}: expected whole numbers [low, high), got {_show(args)}")
+        return None, []
+    return kind, args
+
+
+def reported_every_round(metric: str, cfg: TrialConfig) -> bool:
+    """Whether every report of a trial carries ``metric`` (Tune's searchers and schedulers need it in each one):
+    training losses and train/* always; information probes when eval.info_every is 1; evaluation metrics when
+    eval.eval_every is 1."""
+    if metric.startswith(("loss/", "train/")) or metric == "time/epoch_s":
+        return True
+    if metric.startswith("info/"):
+        return cfg.eval.info_every == 1
+    return cfg.eval.eval_every == 1
+
+
+def search_flats(spec: StudySpec) -> list[dict[str, Any]]:
+    """The trials a search may make at the edges of its space: per searched setting, each bound of a range
+    (randint's high is exclusive) and each value of a choice, on every trial of base x arms."""
+    out = []
+    for flat in spec.trial_flats():
+        for path, (kind, args) in spec.search["space"].items():
+            values = args if kind == "choice" else [args[0], args[1] - 1 if kind.endswith("randint") else args[1]]
+            out.extend({**flat, path: value} for value in values)
+    return out
+
+
+def _space_problems(spec: StudySpec) -> list[str]:
+    """Every value a search may sample must make a valid trial (search_flats), and the metric must be in every
+    report."""
+    first = spec.trial_flats()[0]
+    out: dict[str, None] = {}
+    metric = spec.search["metric"]
+    if metric:
+        try:
+            cfg = TrialConfig.from_flat(first)
+        except (ConfigError, TypeError, ValueError, OverflowError):
+            cfg = None  # reported by the trial check
+        if cfg is not None and not reported_every_round(metric, cfg):
+            every = "eval.info_every" if metric.startswith("info/") else "eval.eval_every"
+            out[f"search.metric: {metric} is reported every {getattr(cfg.eval, every.split('.')[1])} rounds, but a "
+                f"searcher and a scheduler read it in every report; set trial.{every}: 1, or search on a training "
+                "loss (loss/total)"] = None
+    for path, (kind, args) in spec.search["space"].items():
+        label = spec.labels.get(path, f"search.space.{path}")
+        values = args if kind == "choice" else [args[0], args[1] - 1 if kind.endswith("randint") else args[1]]
+        for value in values:
+            try:
+                TrialConfig.from_flat({**first, path: value})
+            except ConfigError as exc:
+                for problem in exc.problems:
+                    out.setdefault(f"{label}: {_show(value)} cannot be sampled:{problem.partition(':')[2]}", None)
+            except (TypeError, ValueError, OverflowError) as exc:
+                out.setdefault(f"{label}: {_show(value)} cannot be sampled ({type(exc).__name__})", None)
+    return list(out)
 
 
 def _exists(path: Any) -> bool:
@@ -563,8 +803,12 @@ def shrink_for_smoke(spec: StudySpec) -> StudySpec:
     for key in list(grid):
         if key in spec.smoke or key in SMOKE_DEFAULTS:
             grid.pop(key)
+    search = spec.search
+    if search is not None:  # a searched setting the smoke rules fix stops being searched, as a swept one does
+        space = {k: v for k, v in search["space"].items() if k not in spec.smoke and k not in SMOKE_DEFAULTS}
+        search = {**search, "space": space}
     shrunk = StudySpec(spec.name, base, grid, spec.resources, spec.max_concurrent_trials, spec.max_failures,
-                       spec.description, spec.source_path, spec.smoke, spec.labels, spec.arms)
+                       spec.description, spec.source_path, spec.smoke, spec.labels, spec.arms, search)
     problems = _trial_problems(shrunk, smoke=True)
     if problems:
         raise SpecError(spec.source_path or "<spec>", [f"{p} (with --smoke)" for p in problems])

@@ -14,12 +14,17 @@ from pathlib import Path
 
 from ray import tune
 
-from bma.config import TrialConfig
+from bma.config import TrialConfig, effective_config
 from bma.trainer import TrialData, data_identity, fit
 from trainables.tracking import TrialTracker, finished_run
 
 RUN_ID_FILE = "mlflow_run.json"
 ARM_KEY = "arm"  # the Tune dict key of a spec's named arm: {"name": ..., "settings": {dotted path: value}}
+# A grid study's Tune dict: {POINT_KEY: {grid path: value, ARM_KEY: ..., CELLS_KEY: [...]}}, one per distinct trial;
+# CELLS_KEY lists, per grid point the trial stands for, the settings that place it in that point's cell.
+POINT_KEY, CELLS_KEY = "point", "cells"
+CELLS_TAG, SHARED_TAG, STOPPED_TAG = "bma.cells", "bma.shared", "bma.stopped_early"
+TAG_CHUNK = 7000  # MLflow's tag values hold at most 8,000 characters: a long cell list spans bma.cells, bma.cells.1, ...
 
 
 @dataclass(frozen=True)
@@ -86,10 +91,28 @@ def placement(cfg: TrialConfig) -> dict[str, str]:
     }
 
 
+def cell_tags(cells: list[dict] | None) -> dict[str, str]:
+    """bma.shared (how many grid points the trial counts in) and bma.cells (JSON: per point, the settings that
+    place the trial in its cell), when the trial stands for more than its own configuration."""
+    if not cells or (len(cells) == 1 and not cells[0]):
+        return {}
+    text = json.dumps(cells, sort_keys=True, default=str)
+    chunks = [text[i:i + TAG_CHUNK] for i in range(0, len(text), TAG_CHUNK)]
+    return {SHARED_TAG: str(len(cells)), **{CELLS_TAG + (f".{i}" if i else ""): c for i, c in enumerate(chunks)}}
+
+
+def trial_config(tune_config: dict, base: dict) -> tuple[TrialConfig, dict, list | None]:
+    """(the effective TrialConfig, the arm, the cells) of a Tune dict: a grid study's distinct trial (POINT_KEY),
+    or the flat dict of a search (and of studies started before trials were made distinct)."""
+    point = tune_config.get(POINT_KEY, tune_config)
+    arm = point.get(ARM_KEY) or {}
+    settings = {k: v for k, v in point.items() if k not in (ARM_KEY, CELLS_KEY)}
+    cfg = TrialConfig.from_flat({**base, **arm.get("settings", {}), **settings})
+    return effective_config(cfg), arm, point.get(CELLS_KEY)
+
+
 def train_bma(tune_config: dict, study: StudyContext, data: dict[str, "TrialData | ray.ObjectRef"]) -> None:
-    arm = tune_config.get(ARM_KEY) or {}
-    cfg = TrialConfig.from_flat({**study.base, **arm.get("settings", {}),
-                                 **{k: v for k, v in tune_config.items() if k != ARM_KEY}})
+    cfg, arm, cells = trial_config(tune_config, study.base)
     done = finished_run(study.tracking_uri_here(), study.experiment_id, study.name, cfg)
     if done is not None:
         # Finished before the driver died, but after Tune last saved the study's state: never train it again.
@@ -105,7 +128,7 @@ def train_bma(tune_config: dict, study: StudyContext, data: dict[str, "TrialData
     tracking_uri = study.tracking_uri_here()
     tracker = TrialTracker(tracking_uri, study.experiment_id, study.parent_run_id, study.name, cfg,
                            tune_trial_id=tune.get_context().get_trial_id() or "", run_id=run_id)
-    tracker.set_tags({**placement(cfg), **({"bma.arm": arm["name"]} if arm else {})})
+    tracker.set_tags({**placement(cfg), **({"bma.arm": arm["name"]} if arm else {}), **cell_tags(cells)})
     if resume_dir is not None:
         from bma.trainer import load_checkpoint
 
@@ -120,7 +143,11 @@ def train_bma(tune_config: dict, study: StudyContext, data: dict[str, "TrialData
             (Path(folder) / RUN_ID_FILE).write_text(json.dumps({"run_id": tracker.run_id}))
             # Checkpoint first, then MLflow: a kill in between leaves metrics that backfill() logs on resume,
             # never a metric logged twice for one epoch.
-            tune.report(scalar_metrics(metrics), checkpoint=tune.Checkpoint.from_directory(folder))
+            try:
+                tune.report(scalar_metrics(metrics), checkpoint=tune.Checkpoint.from_directory(folder))
+            except SystemExit:  # a scheduler (ASHA) stopped the trial: its last epoch still reaches MLflow
+                tracker.log_epoch(epoch, metrics)
+                raise
         tracker.log_epoch(epoch, metrics)
         from trainables.artifacts import log_live_info_plane  # the live plane (info_plane/*.png); never raises
 
@@ -134,6 +161,9 @@ def train_bma(tune_config: dict, study: StudyContext, data: dict[str, "TrialData
             write_trial_artifacts(Path(folder), cfg, result, last.get("state"), resume_dir)
             tracker.log_artifacts(folder)
         tracker.finish(result.regime_counts)
+    except SystemExit:  # Ray's stop of a trial a scheduler ended early: finished, and marked as such
+        tracker.finish({}, stopped_early=True)
+        raise
     except BaseException as exc:
         tracker.fail(exc)
         raise

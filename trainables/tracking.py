@@ -226,8 +226,12 @@ class TrialTracker:
     def log_artifacts(self, folder: str | Path, artifact_path: str | None = None) -> None:
         retry(lambda: self.client.log_artifacts(self.run_id, str(folder), artifact_path))
 
-    def finish(self, summary: dict[str, Any]) -> None:
+    def finish(self, summary: dict[str, Any], stopped_early: bool = False) -> None:
+        """The run ends FINISHED; a trial a scheduler stopped early is tagged bma.stopped_early=true (the analysis
+        counts it, and says so)."""
         tags = [RunTag("bma.status", "finished")] + [RunTag(f"bma.regime_count.{k}", str(v)) for k, v in summary.items()]
+        if stopped_early:
+            tags.append(RunTag("bma.stopped_early", "true"))
         retry(lambda: self.client.log_batch(self.run_id, tags=tags))
         retry(lambda: self.client.set_terminated(self.run_id, status="FINISHED"))
 
@@ -241,3 +245,34 @@ def _param_text(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(str(v) for v in value) + "]"
     return str(value)
+
+
+def mark_stopped_early(tracking_uri: str, experiment_id: str, parent_run_id: str,
+                       last_results: dict[str, dict[str, Any]]) -> int:
+    """After a study: trial runs still RUNNING although Tune ended their trial without an error were stopped by the
+    scheduler before their thread could say so (Ray ends a stopped trial's actor without waiting). Log each one's
+    last reported epoch if MLflow lacks it and finish it as stopped early. ``last_results``: Tune trial id -> its
+    last reported metrics. Returns how many runs were marked."""
+    client = MlflowClient(tracking_uri)
+    running = retry(lambda: client.search_runs(
+        [experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'",
+        max_results=10_000))
+    marked = 0
+    for run in running:
+        metrics = last_results.get(run.data.tags.get("bma.trial_id", ""))
+        if metrics is None:
+            continue
+        epoch = metrics.get("epoch")
+        if isinstance(epoch, (int, float)):
+            logged = {m.step for m in retry(lambda: client.get_metric_history(run.info.run_id, "loss/total"))}
+            if int(epoch) not in logged:
+                now = int(time.time() * 1000)
+                batch = [Metric(k, float(v), now, int(epoch)) for k, v in metrics.items()
+                         if "/" in k and isinstance(v, (int, float)) and math.isfinite(float(v))]
+                for i in range(0, len(batch), 900):
+                    retry(lambda chunk=batch[i:i + 900]: client.log_batch(run.info.run_id, metrics=chunk))
+        retry(lambda: client.log_batch(run.info.run_id, tags=[RunTag("bma.status", "finished"),
+                                                              RunTag("bma.stopped_early", "true")]))
+        retry(lambda: client.set_terminated(run.info.run_id, status="FINISHED"))
+        marked += 1
+    return marked
