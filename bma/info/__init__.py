@@ -1,7 +1,8 @@
 """Information-theoretic estimators and the probes of the plan's Table 1 (see docs/information.md).
 
     from bma.info import get_mi_estimator, compute_probes
-    get_mi_estimator("ksg", k=3).estimate(x, y).value    # nats
+    get_mi_estimator("auto").estimate(x, y).value        # nats; picks for itself (estimators/auto.py)
+    get_mi_estimator("ksg", k=3).estimate(x, y).flags    # () for a valid estimate; a reason per flag otherwise
 
 Imports neither torch (until a neural estimator is asked for), Ray nor MLflow.
 """
