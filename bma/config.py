@@ -133,7 +133,7 @@ class EvalConfig:
     eval_every: int = 5  # epochs between probe/retrieval evaluations (the last epoch is always evaluated)
     info_every: int = 5  # epochs between information-theoretic probes; 0 disables them
     info_samples: int = 1000  # held-out samples per modality the information probes see
-    info_estimators: tuple[str, ...] = ("gaussian", "ksg")  # cheap defaults; add infonce/nwj/mine/smile on request
+    info_estimators: tuple[str, ...] = ("auto",)  # picks per quantity (docs/information.md, section 2); add gaussian/ksg/infonce/nwj/mine/smile by name
     probe_max_iter: int = 100  # L-BFGS iterations of the linear probes (accuracy settles well before 100)
     # Labelled samples per class the label-budget probes see (acc/<probe>/k<K>), next to the full-label probes.
     # Few labels is where a better representation shows; 1/5/20 span one-shot to what ~10 min of labelling gives.

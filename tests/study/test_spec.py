@@ -69,7 +69,7 @@ def problems_of(tmp_path: Path, text: str, smoke: bool = False) -> list[str]:
         ("boost_mirror", 27),  # 3 sound pools x 3 variants x 3 seeds
         ("boost_domains", 36),  # 2 sound SNRs x 2 image pools x 3 variants x 3 seeds
         ("boost_full", 270),  # 6 x 3 x 3 x 5
-        ("ablation", 30),  # 10 arms x 3 seeds
+        ("ablation", 21),  # 7 arms x 3 seeds
     ],
 )
 def test_shipped_spec_parses_with_its_trial_count(name, n_trials):
