@@ -16,9 +16,10 @@ from rich.table import Table
 
 
 class StudyProgress(Callback):
-    def __init__(self, total: int, metric: str, live: bool = True):
+    def __init__(self, total: int, metric: str, live: bool = True, mode: str = "max"):
         self.total = total
         self.metric = metric
+        self.mode = mode  # max: the best value is the largest (accuracies); min: the smallest (losses)
         self.status: dict[str, str] = {}
         self.started: dict[str, float] = {}
         self.durations: list[float] = []
@@ -56,7 +57,8 @@ class StudyProgress(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         value = result.get(self.metric)
-        if isinstance(value, (int, float)) and (self.best is None or value > self.best):
+        better = self.best is None or (value < self.best if getattr(self, "mode", "max") == "min" else value > self.best)
+        if isinstance(value, (int, float)) and better:
             self.best, self.best_trial = float(value), trial.trial_id
         self._update(trials)
 

@@ -46,7 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db")
     p.add_argument("--storage", default=None, help="Tune results folder or s3://, gs:// URI; default ./ray_results")
     p.add_argument("--num-cpus", type=_positive_int, default=None, help="CPUs of the embedded Ray (default: all)")
-    p.add_argument("--metric", default="acc/sound_probe_h", help="metric whose best value the progress view shows")
+    p.add_argument("--metric", default=None, help="metric whose best value the progress view shows (default: a "
+                   "search's metric, else acc/sound_probe_h)")
     p.add_argument("--fresh", action="store_true", help="start over: set aside earlier Tune results of this study name")
     p.add_argument("--validate-only", action="store_true", help="check the spec, the results store and folders, and the data; start nothing")
     p.add_argument("-v", "--verbose", action="store_true", help="show Ray's and Tune's own logs")
@@ -334,7 +335,9 @@ def search_config(spec: StudySpec):
     if s["scheduler"] == "asha":
         from ray.tune.schedulers import ASHAScheduler
 
-        max_t = max(num_rounds(TrialConfig.from_flat(f)) for f in spec.trial_flats())
+        # max_t one past the last round: a trial that completes returns on its own (artifacts written, run
+        # finished), rather than being stopped by ASHA at max_t
+        max_t = max(num_rounds(TrialConfig.from_flat(f)) for f in spec.trial_flats()) + 1
         keywords["scheduler"] = ASHAScheduler(time_attr="training_iteration", max_t=max_t,
                                               grace_period=s["grace_period"], reduction_factor=s["reduction_factor"])
     return space, keywords
@@ -352,7 +355,7 @@ def run_study(spec, name, fingerprint, datas, tracking_uri, storage, experiment_
     from mlflow.tracking import MlflowClient
 
     if not args.verbose:  # MLflow's and alembic's INFO lines about creating the store are noise here
-        for logger in ("mlflow", "alembic"):
+        for logger in ("mlflow", "alembic", "optuna"):
             logging.getLogger(logger).setLevel(logging.WARNING)
         # "Trials did not complete: [...]": the failed trials are listed at the end, with their reasons
         logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)
@@ -407,7 +410,10 @@ def run_study(spec, name, fingerprint, datas, tracking_uri, storage, experiment_
         else:
             param_space, search_keywords = search_config(spec)
         total = len(distinct) if distinct is not None else spec.n_trials
-        progress = StudyProgress(total=total, metric=args.metric, live=sys.stdout.isatty())
+        metric, mode = args.metric or "acc/sound_probe_h", "max"
+        if spec.search is not None and args.metric in (None, spec.search["metric"]):
+            metric, mode = spec.search["metric"], spec.search["mode"]
+        progress = StudyProgress(total=total, metric=metric, live=sys.stdout.isatty(), mode=mode)
         run_config = tune.RunConfig(
             name=name,
             storage_path=storage,

@@ -18,6 +18,7 @@ import itertools
 import json
 import math
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -595,8 +596,8 @@ def _parse_search(raw: Any, grid: dict, arms: dict, base: dict, settable, proble
         if kind is None:
             continue
         hint = FLAT_TYPES[path]
-        types_ = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-        setting_type = types_[0]
+        optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        setting_type = [a for a in typing.get_args(hint) if a is not type(None)][0] if optional else hint
         if typing.get_origin(setting_type) is tuple or setting_type not in DISTRIBUTIONS[kind]:
             what = "a list" if typing.get_origin(setting_type) is tuple else getattr(setting_type, "__name__", "?")
             fits = sorted(k for k, ok in DISTRIBUTIONS.items() if setting_type in ok)
@@ -782,6 +783,7 @@ def _trial_problems(spec: StudySpec, smoke: bool = False, distinct: bool = True)
     return list(seen)
 
 
+SMOKE_SAMPLES = 4  # --smoke runs at most this many samples of a search
 SMOKE_DEFAULTS: dict[str, Any] = {"optim.epochs": 1, "eval.info_samples": 100, "eval.probe_max_iter": 50,
                                   "regime.val_per_class": 5}
 
@@ -806,7 +808,7 @@ def shrink_for_smoke(spec: StudySpec) -> StudySpec:
     search = spec.search
     if search is not None:  # a searched setting the smoke rules fix stops being searched, as a swept one does
         space = {k: v for k, v in search["space"].items() if k not in spec.smoke and k not in SMOKE_DEFAULTS}
-        search = {**search, "space": space}
+        search = {**search, "space": space, "num_samples": min(search["num_samples"], SMOKE_SAMPLES)}
     shrunk = StudySpec(spec.name, base, grid, spec.resources, spec.max_concurrent_trials, spec.max_failures,
                        spec.description, spec.source_path, spec.smoke, spec.labels, spec.arms, search)
     problems = _trial_problems(shrunk, smoke=True)

@@ -135,6 +135,9 @@ def train_bma(tune_config: dict, study: StudyContext, data: dict[str, "TrialData
         tracker.backfill(load_checkpoint(resume_dir)["history"])
 
     last = {}
+    from bma.trainer import num_rounds
+
+    rounds = num_rounds(cfg)
 
     def on_epoch(epoch: int, metrics: dict, state) -> None:
         last["state"] = state
@@ -147,7 +150,9 @@ def train_bma(tune_config: dict, study: StudyContext, data: dict[str, "TrialData
                 tune.report(scalar_metrics(metrics), checkpoint=tune.Checkpoint.from_directory(folder))
             except SystemExit:  # a scheduler (ASHA) stopped the trial: its last epoch still reaches MLflow
                 tracker.log_epoch(epoch, metrics)
-                raise
+                if epoch < rounds:
+                    raise
+                # stopped at its last round: the trial is complete, and ends as one (artifacts, finish)
         tracker.log_epoch(epoch, metrics)
         from trainables.artifacts import log_live_info_plane  # the live plane (info_plane/*.png); never raises
 

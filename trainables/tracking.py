@@ -251,7 +251,7 @@ def mark_stopped_early(tracking_uri: str, experiment_id: str, parent_run_id: str
                        last_results: dict[str, dict[str, Any]]) -> int:
     """After a study: trial runs still RUNNING although Tune ended their trial without an error were stopped by the
     scheduler before their thread could say so (Ray ends a stopped trial's actor without waiting). Log each one's
-    last reported epoch if MLflow lacks it and finish it as stopped early. ``last_results``: Tune trial id -> its
+    last reported epoch if MLflow lacks it and finish it, as stopped early unless that epoch was its last round. ``last_results``: Tune trial id -> its
     last reported metrics. Returns how many runs were marked."""
     client = MlflowClient(tracking_uri)
     running = retry(lambda: client.search_runs(
@@ -271,8 +271,14 @@ def mark_stopped_early(tracking_uri: str, experiment_id: str, parent_run_id: str
                          if "/" in k and isinstance(v, (int, float)) and math.isfinite(float(v))]
                 for i in range(0, len(batch), 900):
                     retry(lambda chunk=batch[i:i + 900]: client.log_batch(run.info.run_id, metrics=chunk))
-        retry(lambda: client.log_batch(run.info.run_id, tags=[RunTag("bma.status", "finished"),
-                                                              RunTag("bma.stopped_early", "true")]))
+        from bma.trainer import num_rounds
+
+        try:
+            complete = int(epoch) >= num_rounds(TrialConfig.from_flat(run.data.params))
+        except (ValueError, TypeError):  # no epoch reported, or params that no longer make a config
+            complete = False
+        tags = [RunTag("bma.status", "finished")] + ([] if complete else [RunTag("bma.stopped_early", "true")])
+        retry(lambda: client.log_batch(run.info.run_id, tags=tags))
         retry(lambda: client.set_terminated(run.info.run_id, status="FINISHED"))
         marked += 1
     return marked
