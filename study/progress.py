@@ -169,7 +169,15 @@ def error_reason(trial) -> str:
 
 
 def _settings(trial) -> str:
-    config = getattr(trial, "config", None) or {}
+    """The trial's grid values (a distinct trial's point, its arm's name) or sampled values, on one line."""
+    config = dict(getattr(trial, "config", None) or {})
+    point = config.pop("point", None)
+    if isinstance(point, dict):
+        point = dict(point)
+        point.pop("cells", None)
+        config = {**point, **config}
+    if isinstance(config.get("arm"), dict):
+        config["arm"] = config["arm"].get("name")
     return _cut(", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in config.items()), 160)
 
 

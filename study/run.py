@@ -228,7 +228,14 @@ def prepare_data(spec: StudySpec, verbose: bool):
     return datas, sorted(set(problems))
 
 
+# Trials on a node read one copy of a data setting's features: Ray's zero-copy torch tensors map the object store's
+# pages into each trial instead of unpickling a copy per trial (benchmarks/feature_sharing.py: 270 MiB of private
+# memory per trial without, 1 MiB with). Read before `import ray` in the driver; the workers get it in runtime_env.
+ZERO_COPY = "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS"
+
+
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault(ZERO_COPY, "1")
     args = parse_args(argv)
     try:
         spec = load_spec(args.spec, smoke=args.smoke)
@@ -257,24 +264,36 @@ def main(argv: list[str] | None = None) -> int:
 
     distinct = spec.distinct_trials() if spec.search is None else None
     print(study_line(spec, name, distinct))
-    datas, problems = prepare_data(spec, args.verbose)
-    if problems:
-        print(f"error: {args.spec}: the data cannot satisfy this study:\n  " + "\n  ".join(problems), file=sys.stderr)
-        return EXIT_BAD_INPUT
     if args.validate_only:
+        datas, problems = prepare_data(spec, args.verbose)
+        if problems:
+            return data_refused(args.spec, problems)
         print("spec and data are valid; nothing started (--validate-only)")
         return EXIT_OK
+    # The data check (importing torch and the science, loading features: seconds) runs while Ray starts; a study
+    # the data cannot satisfy still stops before anything is written (Ray is shut down again).
+    from concurrent.futures import ThreadPoolExecutor
 
-    if args.fresh and experiment_dir is not None and experiment_dir.exists():
+    with ThreadPoolExecutor(1, thread_name_prefix="bma-data") as pool:
+        data = pool.submit(prepare_data, spec, args.verbose)
+        return run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_dir, args, distinct)
+
+
+def data_refused(spec_path: str, problems: list[str]) -> int:
+    print(f"error: {spec_path}: the data cannot satisfy this study:\n  " + "\n  ".join(problems), file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def set_aside(experiment_dir: Path | None, fresh: bool) -> str | None:
+    """--fresh: move the earlier Tune results aside; the problem, or None."""
+    if fresh and experiment_dir is not None and experiment_dir.exists():
         aside = experiment_dir.with_name(f"{experiment_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
         try:
             shutil.move(str(experiment_dir), aside)
         except OSError as exc:
-            print(f"error: --fresh: cannot move {experiment_dir} aside ({exc.strerror or exc})", file=sys.stderr)
-            return EXIT_BAD_INPUT
+            return f"--fresh: cannot move {experiment_dir} aside ({exc.strerror or exc})"
         print(f"--fresh: earlier results moved to {aside}")
-
-    return run_study(spec, name, fingerprint, datas, tracking_uri, storage, experiment_dir, args, distinct)
+    return None
 
 
 def study_line(spec: StudySpec, name: str, distinct) -> str:
@@ -343,7 +362,8 @@ def search_config(spec: StudySpec):
     return space, keywords
 
 
-def run_study(spec, name, fingerprint, datas, tracking_uri, storage, experiment_dir, args, distinct=None) -> int:
+def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_dir, args, distinct=None) -> int:
+    """``data``: a future of prepare_data's (datas, problems), or that pair itself."""
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # save the study's state often: a killed driver resumes
     if not args.verbose:
         # A failed trial's traceback goes to its error.txt and to MLflow; the console gets one line (StudyProgress).
@@ -374,12 +394,26 @@ def run_study(spec, name, fingerprint, datas, tracking_uri, storage, experiment_
             logging_level=logging.INFO if args.verbose else logging.ERROR,
             configure_logging=True,
             ignore_reinit_error=True,
+            runtime_env={"env_vars": {ZERO_COPY: os.environ.get(ZERO_COPY, "1")}},
         )
     except Exception as exc:  # a wrong --address, no cluster there, a Ray that cannot start
         lines = str(exc).strip().splitlines()
         what = f"--address {args.address}" if args.address else "the embedded Ray"
         print(f"error: {what}: Ray could not start ({type(exc).__name__}: {lines[0] if lines else ''})",
               file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        datas, problems = data.result() if hasattr(data, "result") else data
+    except BaseException:
+        ray.shutdown()
+        raise
+    if problems:
+        ray.shutdown()
+        return data_refused(args.spec, problems)
+    problem = set_aside(experiment_dir, args.fresh)
+    if problem:
+        ray.shutdown()
+        print(f"error: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
     remote_uri = reachable_from_workers(tracking_uri, args.address)
     try:
@@ -403,7 +437,13 @@ def run_study(spec, name, fingerprint, datas, tracking_uri, storage, experiment_
                                driver_ip=ray.util.get_node_ip_address(),
                                remote_tracking_uri=remote_uri if remote_uri != tracking_uri else None)
         # One object-store entry per data setting: a trial fetches only its own features, never the study's all.
-        data_refs = {key: ray.put(value) for key, value in datas.items()}
+        # The features are never written after they are computed (the trials index them into their own tensors),
+        # which is what Ray's warning about zero-copy tensors asks for.
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Zero-copy tensor serialization is enabled")
+            data_refs = {key: ray.put(value) for key, value in datas.items()}
         trainable = tune.with_resources(tune.with_parameters(train_bma, study=context, data=data_refs), resources)
         if spec.search is None:  # each distinct trial once (an arm's settings travel inside its grid value)
             param_space, search_keywords = grid_space(spec, distinct), {}

@@ -1,0 +1,115 @@
+"""GPU check: a trial's training step on CUDA with AMP off and on, and study throughput with 1, 2 and 4 trials per
+GPU (resources.gpu 1, 0.5, 0.25). Prints the ratios. One short run (under 5 minutes on one GPU):
+
+    BMA_CACHE_DIR=/tmp/bma-cache .venv/bin/python benchmarks/gpu.py              # on a machine with a GPU
+    .venv/bin/python benchmarks/gpu.py --dry-run --fractions 1                   # the same code path on the CPU
+
+(1) step cost: bma.trainer.fit of one bma trial with a step budget (optim.steps), batch 256, evaluation at the end
+    only; the trainer's time/epoch_s of the round (training only) over its steps gives seconds per step, once with
+    amp false and once with amp true (bf16 autocast), after a warm-up trial that pays CUDA's start-up.
+(2) throughput: study/run.py on a 4-trial spec (bma x 4 seeds) with resources.gpu 1, 0.5 and 0.25 (1, 2, 4 trials
+    on the GPU at once), each in an empty folder; trials per minute by wall clock, and each fraction's ratio to
+    gpu 1. The CPU share per trial is the machine's CPUs / 4 so the CPUs never decide the packing.
+--dry-run runs both on the CPU with tiny sizes (device cpu; in the study, resources.cpu takes the fraction's place)
+so the script is tested without a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+RUN = REPO / "study" / "run.py"
+
+SPEC = """\
+name: gpu-{tag}
+data: {{image: {{source: mnist}}, sound: {{source: fsdd}}}}
+grid:
+  variant: [bma]
+  seed: {seeds}
+trial: {trial}
+resources: {{cpu: {cpu}, gpu: {gpu}}}
+"""
+
+
+def step_cost(device: str, amp: bool, steps: int, batch: int, train_size: int) -> float:
+    """Seconds per training step of one bma trial (the trainer's own time/epoch_s over its steps)."""
+    from bma.config import TrialConfig
+    from bma.trainer import fit, load_trial_data
+
+    cfg = TrialConfig().with_updates(**{
+        "variant": "bma", "train_size": train_size, "optim.steps": steps, "optim.round_steps": steps,
+        "batch_size": batch, "eval.info_every": 0, "eval.probe_max_iter": 20, "amp": amp, "device": device})
+    data = load_trial_data(cfg)
+    result = fit(cfg, data=data, device=device)
+    return result.history[0]["time/epoch_s"] / steps
+
+
+def study_throughput(fraction: float, dry_run: bool, n_trials: int, trial: dict, cpus: int) -> dict:
+    """Wall clock of a n_trials study with resources.gpu = fraction (dry run: resources.cpu = fraction)."""
+    with tempfile.TemporaryDirectory(prefix="bma-gpu-") as folder:
+        tag = f"f{fraction:g}".replace(".", "p")
+        if dry_run:
+            cpu, gpu = fraction, 0
+        else:
+            cpu, gpu = max(cpus // 4, 1), fraction
+        spec = Path(folder) / "spec.yaml"
+        spec.write_text(SPEC.format(tag=tag, seeds=json.dumps(list(range(n_trials))), trial=json.dumps(trial),
+                                    cpu=cpu, gpu=gpu))
+        command = [sys.executable, str(RUN), str(spec)] + (["--num-cpus", "1"] if dry_run else [])
+        t0 = time.perf_counter()
+        proc = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=600)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise SystemExit(f"study at fraction {fraction} failed (exit {proc.returncode}):\n"
+                             f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return {"fraction": fraction, "trials": n_trials, "wall_s": wall, "per_minute": 60 * n_trials / wall}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dry-run", action="store_true", help="on the CPU, tiny sizes (tests the script without a GPU)")
+    p.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.5, 0.25], help="resources.gpu values")
+    p.add_argument("--trials", type=int, default=4, help="trials per throughput study")
+    args = p.parse_args(argv)
+
+    import torch
+
+    if not args.dry_run and not torch.cuda.is_available():
+        print("error: no CUDA device; run on a machine with a GPU, or pass --dry-run", file=sys.stderr)
+        return 2
+    device = "cpu" if args.dry_run else "cuda"
+    steps, batch, size = (5, 32, 200) if args.dry_run else (300, 256, 2000)
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; device {device}"
+          + (f" ({torch.cuda.get_device_name(0)})" if device == "cuda" else "") + f"; {os.cpu_count()} CPUs")
+
+    step_cost(device, False, steps, batch, size)  # warm-up: CUDA context, cuDNN autotuning, the feature cache
+    off = step_cost(device, False, steps, batch, size)
+    on = step_cost(device, True, steps, batch, size)
+    print(f"\n(1) step cost, bma, batch {batch}, {steps} steps: amp off {off * 1e3:.2f} ms, amp on {on * 1e3:.2f} ms, "
+          f"on / off = {on / off:.2f}" + ("  (CPU: autocast is CUDA-only, so ~1.00 expected)" if args.dry_run else ""))
+
+    trial = ({"train_size": size, "steps": steps, "round_steps": steps, "batch_size": batch,
+              "eval": {"info_every": 0, "probe_max_iter": 20}} | ({"device": "cpu"} if args.dry_run else {}))
+    rows = [study_throughput(f, args.dry_run, args.trials, trial, os.cpu_count() or 1) for f in args.fractions]
+    base = rows[0]["per_minute"]
+    print(f"\n(2) study throughput, {args.trials} trials of {steps} steps each"
+          + (" (dry run: resources.cpu in place of resources.gpu)" if args.dry_run else ""))
+    print("| resources.gpu | trials at once | wall s | trials / min | ratio to the first |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['fraction']:g} | {int(round(1 / r['fraction']))} | {r['wall_s']:.1f} | {r['per_minute']:.2f} | "
+              f"{r['per_minute'] / base:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
