@@ -67,7 +67,7 @@ def problems_of(tmp_path: Path, text: str, smoke: bool = False) -> list[str]:
         ("variants", 9),  # 3 variants x 3 seeds
         ("boost", 72),  # 4 image pools x 2 pair levels x 3 variants x 3 seeds
         ("boost_mirror", 27),  # 3 sound pools x 3 variants x 3 seeds
-        ("boost_domains", 36),  # 2 sound SNRs x 2 image pools x 3 variants x 3 seeds
+        ("boost_domains", 24),  # 2 sound SNRs x 2 image pools x 2 variants x 3 seeds
         ("boost_full", 270),  # 6 x 3 x 3 x 5
         ("ablation", 21),  # 7 arms x 3 seeds
     ],
