@@ -383,7 +383,7 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
 
     from study.progress import StudyProgress
     from trainables.bma_trainable import StudyContext, train_bma
-    from trainables.tracking import ensure_experiment, ensure_parent_run, mark_stopped_early, retry
+    from trainables.tracking import ensure_experiment, ensure_parent_run, git_commit, mark_stopped_early, retry
 
     try:
         ray.init(
@@ -435,7 +435,8 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
         parent_run_id = ensure_parent_run(client, experiment_id, name, fingerprint, spec_text)
         context = StudyContext(name, tracking_uri, experiment_id, parent_run_id, dict(spec.base),
                                driver_ip=ray.util.get_node_ip_address(),
-                               remote_tracking_uri=remote_uri if remote_uri != tracking_uri else None)
+                               remote_tracking_uri=remote_uri if remote_uri != tracking_uri else None,
+                               git_commit=git_commit())
         # One object-store entry per data setting: a trial fetches only its own features, never the study's all.
         # The features are never written after they are computed (the trials index them into their own tensors),
         # which is what Ray's warning about zero-copy tensors asks for.

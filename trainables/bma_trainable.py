@@ -38,6 +38,7 @@ class StudyContext:
     base: dict  # dotted path -> value
     driver_ip: str | None = None
     remote_tracking_uri: str | None = None  # the loopback tracking URI as reachable from other machines
+    git_commit: str | None = None  # the driver's code version, computed once per study
 
     def tracking_uri_here(self) -> str:
         """A loopback URI works on the driver's machine (and may be the only address its server listens on);
@@ -127,8 +128,9 @@ def train_bma(tune_config: dict, study: StudyContext, data: dict[str, "TrialData
 
     tracking_uri = study.tracking_uri_here()
     tracker = TrialTracker(tracking_uri, study.experiment_id, study.parent_run_id, study.name, cfg,
-                           tune_trial_id=tune.get_context().get_trial_id() or "", run_id=run_id)
-    tracker.set_tags({**placement(cfg), **({"bma.arm": arm["name"]} if arm else {}), **cell_tags(cells)})
+                           tune_trial_id=tune.get_context().get_trial_id() or "", run_id=run_id,
+                           commit=study.git_commit,
+                           tags={**placement(cfg), **({"bma.arm": arm["name"]} if arm else {}), **cell_tags(cells)})
     if resume_dir is not None:
         from bma.trainer import load_checkpoint
 
