@@ -57,8 +57,10 @@ class StudyProgress(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         value = result.get(self.metric)
-        better = self.best is None or (value < self.best if getattr(self, "mode", "max") == "min" else value > self.best)
-        if isinstance(value, (int, float)) and better:
+        if not isinstance(value, (int, float)):
+            value = None
+        minimise = getattr(self, "mode", "max") == "min"
+        if value is not None and (self.best is None or (value < self.best if minimise else value > self.best)):
             self.best, self.best_trial = float(value), trial.trial_id
         self._update(trials)
 

@@ -275,8 +275,49 @@ def main(argv: list[str] | None = None) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(1, thread_name_prefix="bma-data") as pool:
-        data = pool.submit(prepare_data, spec, args.verbose)
+        data = pool.submit(prepare_then_store, spec, args, name, fingerprint, tracking_uri)
         return run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_dir, args, distinct)
+
+
+def fits_this_machine(resources: dict[str, float], args) -> bool:
+    """Whether the embedded Ray will have the CPUs and GPUs one trial needs (what resources_problem checks once
+    Ray runs), judged without Ray; always True on a cluster, where resources only warn."""
+    if args.address is not None:
+        return True
+    if resources["cpu"] > (args.num_cpus or os.cpu_count() or 1):
+        return False
+    if resources["gpu"] > 0:
+        import torch
+
+        return resources["gpu"] <= torch.cuda.device_count()
+    return True
+
+
+def prepare_then_store(spec: StudySpec, args, name: str, fingerprint: str, tracking_uri: str):
+    """(datas, problems, (experiment id, parent run id) or None): the data check, then, when the data and the
+    resources are fine, the MLflow experiment and parent run, while Ray starts in the main thread (a new SQLite
+    store takes seconds: MLflow creates and migrates its schema)."""
+    datas, problems = prepare_data(spec, args.verbose)
+    if problems or not fits_this_machine(spec.resources, args):
+        return datas, problems, None
+    try:
+        return datas, problems, open_store(spec, name, fingerprint, tracking_uri, args)
+    except Exception as exc:  # reported by run_study, which retries in the main thread
+        return datas, problems, exc
+
+
+def open_store(spec: StudySpec, name: str, fingerprint: str, tracking_uri: str, args) -> tuple[str, str]:
+    from mlflow.tracking import MlflowClient
+
+    from trainables.tracking import ensure_experiment, ensure_parent_run
+
+    if not args.verbose:  # MLflow's and alembic's INFO lines about creating the store are noise here
+        for logger in ("mlflow", "alembic"):
+            logging.getLogger(logger).setLevel(logging.WARNING)
+    client = MlflowClient(tracking_uri)
+    experiment_id = ensure_experiment(client, name, tracking_uri)
+    spec_text = Path(spec.source_path).read_text() if Path(spec.source_path).is_file() else ""
+    return experiment_id, ensure_parent_run(client, experiment_id, name, fingerprint, spec_text)
 
 
 def data_refused(spec_path: str, problems: list[str]) -> int:
@@ -383,7 +424,7 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
 
     from study.progress import StudyProgress
     from trainables.bma_trainable import StudyContext, train_bma
-    from trainables.tracking import ensure_experiment, ensure_parent_run, git_commit, mark_stopped_early, retry
+    from trainables.tracking import git_commit, mark_stopped_early, retry
 
     try:
         ray.init(
@@ -403,7 +444,7 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
               file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        datas, problems = data.result() if hasattr(data, "result") else data
+        datas, problems, store = data.result() if hasattr(data, "result") else (*data, None)
     except BaseException:
         ray.shutdown()
         raise
@@ -426,13 +467,13 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
         if unfit:
             print(f"warning: {unfit}; trials wait until the autoscaler adds such a node", file=sys.stderr)
         client = MlflowClient(tracking_uri)
-        try:
-            experiment_id = ensure_experiment(client, name, tracking_uri)
-        except Exception as exc:  # unreachable server, bad URI
-            print(f"error: --tracking-uri {tracking_uri}: cannot reach the MLflow store ({exc})", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        spec_text = Path(spec.source_path).read_text() if Path(spec.source_path).is_file() else ""
-        parent_run_id = ensure_parent_run(client, experiment_id, name, fingerprint, spec_text)
+        if not isinstance(store, tuple):  # not opened beside ray.init (resources unsure), or that failed
+            try:
+                store = open_store(spec, name, fingerprint, tracking_uri, args)
+            except Exception as exc:  # unreachable server, bad URI
+                print(f"error: --tracking-uri {tracking_uri}: cannot reach the MLflow store ({exc})", file=sys.stderr)
+                return EXIT_BAD_INPUT
+        experiment_id, parent_run_id = store
         context = StudyContext(name, tracking_uri, experiment_id, parent_run_id, dict(spec.base),
                                driver_ip=ray.util.get_node_ip_address(),
                                remote_tracking_uri=remote_uri if remote_uri != tracking_uri else None,
