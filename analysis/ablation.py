@@ -15,14 +15,13 @@ arm (nested regimes), so the per-seed difference removes the draw's share of the
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from analysis.aggregate import t_interval
+from analysis.boost import report_cli, write_tables
 from analysis.collect import AnalysisError, collect_study, open_client, resolve_tracking_uri
 from analysis.compare import holm, paired_test
 
@@ -124,9 +123,7 @@ def report(study: str, tracking_uri: str | None, out: Path, baseline: str = "bma
             rows.append(row)
     table1 = pd.DataFrame(rows)
     tables = {"arms": arms_table, "vs_baseline": vs, "table1": table1}
-    for name, table in tables.items():
-        table.to_csv(out / f"{name}.csv", index=False)
-        (out / f"{name}.md").write_text(table.to_markdown(index=False, floatfmt=".4g") + "\n" if not table.empty else "(empty)\n")
+    write_tables(tables, out)
     return tables
 
 
@@ -136,19 +133,8 @@ def _params(tracking_uri: str | None, run_ids: list[str]) -> dict[str, dict[str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m analysis.ablation", description=__doc__.split("\n\n")[0])
-    p.add_argument("--study", required=True)
-    p.add_argument("--tracking-uri", default=None, help="MLflow store (default: sqlite:///mlflow.db in the cwd)")
-    p.add_argument("--baseline", default="bma", help="the arm every other arm is compared with")
-    p.add_argument("--out", required=True, type=Path)
-    args = p.parse_args(argv)
-    try:
-        tables = report(args.study, args.tracking_uri, args.out, args.baseline)
-    except AnalysisError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"study {args.study}: " + ", ".join(f"{k} {len(v)} rows" for k, v in tables.items()) + f" -> {args.out}")
-    return 0
+    extra = (("--baseline", {"default": "bma", "help": "the arm every other arm is compared with"}),)
+    return report_cli("python -m analysis.ablation", __doc__.split("\n\n")[0], report, argv, extra)
 
 
 if __name__ == "__main__":

@@ -200,9 +200,32 @@ def plot(curve: pd.DataFrame, pool: str, others: list[str], out: Path, metric_st
     return path
 
 
-def _write(table: pd.DataFrame, out: Path, name: str) -> None:
-    table.to_csv(out / f"{name}.csv", index=False)
-    (out / f"{name}.md").write_text(table.to_markdown(index=False, floatfmt=".4g") + "\n" if not table.empty else "(empty)\n")
+def write_tables(tables: dict[str, pd.DataFrame], out: Path) -> None:
+    """Each report table as CSV and Markdown (the report modules' one output format)."""
+    for name, table in tables.items():
+        table.to_csv(out / f"{name}.csv", index=False)
+        (out / f"{name}.md").write_text(table.to_markdown(index=False, floatfmt=".4g") + "\n" if not table.empty
+                                        else "(empty)\n")
+
+
+def report_cli(prog: str, description: str, report_fn, argv: list[str] | None, extra=()) -> int:
+    """The report modules' command line: --study, --tracking-uri, --out (and ``extra`` (flag, kwargs) options
+    passed to ``report_fn`` by name); exit 2 with one line on an AnalysisError."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--study", required=True)
+    p.add_argument("--tracking-uri", default=None, help="MLflow store (default: sqlite:///mlflow.db in the cwd)")
+    p.add_argument("--out", required=True, type=Path, help="folder for the tables and plots (created)")
+    for flag, kwargs in extra:
+        p.add_argument(flag, **kwargs)
+    args = vars(p.parse_args(argv))
+    study, uri, out = args.pop("study"), args.pop("tracking_uri"), args.pop("out")
+    try:
+        tables = report_fn(study, uri, out, **args)
+    except AnalysisError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"study {study}: " + ", ".join(f"{k} {len(v)} rows" for k, v in tables.items()) + f" -> {out}")
+    return 0
 
 
 def report(study: str, tracking_uri: str | None, out: Path) -> dict[str, pd.DataFrame]:
@@ -221,26 +244,14 @@ def report(study: str, tracking_uri: str | None, out: Path) -> dict[str, pd.Data
         "exchange": exchange(runs, metrics, pool),
         "information": curves(runs, info, others + [pool, VARIANT]),
     }
-    for name, table in tables.items():
-        _write(table, out, name)
+    write_tables(tables, out)
     for stem in sorted({PROBE_RE.match(m).group(0).removeprefix("final/").split("/k")[0] for m in metrics}):
         plot(tables["curves"], pool, others, out, stem, len(runs))
     return tables
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m analysis.boost", description=__doc__.split("\n\n")[0])
-    p.add_argument("--study", required=True)
-    p.add_argument("--tracking-uri", default=None, help="MLflow store (default: sqlite:///mlflow.db in the cwd)")
-    p.add_argument("--out", required=True, type=Path, help="folder for the tables and plots (created)")
-    args = p.parse_args(argv)
-    try:
-        tables = report(args.study, args.tracking_uri, args.out)
-    except AnalysisError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"study {args.study}: " + ", ".join(f"{k} {len(v)} rows" for k, v in tables.items()) + f" -> {args.out}")
-    return 0
+    return report_cli("python -m analysis.boost", __doc__.split("\n\n")[0], report, argv)
 
 
 if __name__ == "__main__":
