@@ -784,7 +784,7 @@ def _trial_problems(spec: StudySpec, smoke: bool = False, distinct: bool = True)
 
 
 SMOKE_SAMPLES = 4  # --smoke runs at most this many samples of a search
-SMOKE_DEFAULTS: dict[str, Any] = {"optim.epochs": 1, "eval.info_samples": 100, "eval.probe_max_iter": 50,
+SMOKE_DEFAULTS: dict[str, Any] = {"optim.epochs": 1, "eval.info_samples": 300, "eval.probe_max_iter": 50,
                                   "regime.val_per_class": 5}
 
 

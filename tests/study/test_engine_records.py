@@ -82,7 +82,7 @@ def test_information_quantities_are_streamed(smoke_study):
             assert any(n.startswith(f"info/{quantity}/") for n in names), f"{quantity} missing from {run.info.run_name}"
         history = client.get_metric_history(run.info.run_id, "info/H_Wv/exact")
         assert [m.step for m in history] == [1]
-        assert run.data.metrics["info/n_samples"] == 100
+        assert run.data.metrics["info/n_samples"] == 300  # study.spec.SMOKE_DEFAULTS
     for run in unimodal:  # no memory: no memory quantities, but the representation ones are there
         names = [k for k in run.data.metrics if k.startswith("info/")]
         assert not any(n.startswith("info/H_Wv/") for n in names)
