@@ -199,14 +199,18 @@ def metric_direction(metric: str) -> str:
 
 
 def select_metrics(names, globs: list[str] | None) -> list[str]:
-    """The metric names matching any of ``globs`` (fnmatch; all when None); info/n_samples rides with info/."""
+    """The metric names matching any of ``globs`` (fnmatch; all when None); the sample size and the flagged-estimate
+    counts ride with any info/ metric, so a table of estimates always says how many there were and how many failed."""
     names = sorted(set(names))
     if not globs:
         return names
     chosen = {n for n in names if any(fnmatch.fnmatchcase(n, g) for g in globs)}
-    if any(n.startswith("info/") for n in chosen) and "info/n_samples" in names:
-        chosen.add("info/n_samples")
+    if any(n.startswith("info/") for n in chosen):
+        chosen |= {n for n in INFO_COMPANIONS if n in names}
     return sorted(chosen)
+
+
+INFO_COMPANIONS = ("info/n_samples", "info/n_flagged", "info/n_estimates")
 
 
 # -- collection --------------------------------------------------------------------------------------------------

@@ -86,6 +86,14 @@ def test_metric_globs_select_metrics(store):
     assert not [c for c in data.runs.columns if c.startswith("final/") and "acc/" not in c]
 
 
+def test_info_metrics_bring_their_sample_size_and_flag_counts():
+    from analysis.collect import select_metrics
+
+    names = ["acc/a", "info/I_x/auto", "info/n_samples", "info/n_flagged", "info/n_estimates", "loss/total"]
+    assert select_metrics(names, ["info/I_*"]) == ["info/I_x/auto", "info/n_estimates", "info/n_flagged", "info/n_samples"]
+    assert select_metrics(names, ["acc/*"]) == ["acc/a"]
+
+
 # -- summary -----------------------------------------------------------------------------------------------------
 
 
