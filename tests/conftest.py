@@ -43,3 +43,36 @@ def single_thread():
             yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def silent_server():
+    """A TCP server on 127.0.0.1 that accepts every connection and never answers (an MLflow server that hangs).
+    Yields (url, accepted): ``accepted`` lists the connections it took, so a test can show the client really came."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    server.settimeout(0.2)
+    accepted: list = []
+    stop = threading.Event()
+
+    def accept_and_say_nothing():
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept_and_say_nothing, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}", accepted
+    finally:
+        stop.set()
+        thread.join(5)
+        for connection in accepted:
+            connection.close()
+        server.close()

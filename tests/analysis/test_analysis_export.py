@@ -419,38 +419,16 @@ def test_export_into_a_read_only_place_exits_2(store, tmp_path, capsys):
 def test_cli_silent_server_exits_2_in_seconds(tmp_path, capsys, monkeypatch):
     """A server that accepts the connection and never answers: refused after the probe's timeout (here the 2 s the
     user asked for), not after MLflow's minutes of retries."""
-    import socket
-    import threading
     import time
 
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    server.settimeout(0.2)
-    uri = f"http://127.0.0.1:{server.getsockname()[1]}"
-    accepted, stop = [], threading.Event()
+    from tests.conftest import silent_server
 
-    def accept():
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    try:
+    with silent_server() as (uri, accepted):
         t0 = time.perf_counter()
         assert main(["export", "--study", "quick", "--tracking-uri", uri, "--out", str(tmp_path / "o")]) == 2
         elapsed = time.perf_counter() - t0
-    finally:
-        stop.set()
-        thread.join(5)
-        for c in accepted:
-            c.close()
-        server.close()
     err = capsys.readouterr().err
     assert f"--tracking-uri {uri}: the MLflow tracking server cannot be used (no answer within 2 s)" in err
     assert accepted and elapsed < 15

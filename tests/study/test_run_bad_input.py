@@ -16,13 +16,12 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import MIRROR_SKIP, mirror_available
+from tests.conftest import MIRROR_SKIP, mirror_available, silent_server
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = REPO / "study" / "run.py"
@@ -149,35 +148,12 @@ def test_a_server_that_accepts_and_never_answers_is_refused_within_a_minute(tmp_
     """MLflow's defaults (7 retries of up to 120 s, and the driver's own retries on top) kept this silent for more
     than 10 minutes. The driver's probe: attempts of 10 s, at most two; this test asks for one
     (MLFLOW_HTTP_REQUEST_MAX_RETRIES=0, which the probe honours) to stay within the suite's time budget."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    port = server.getsockname()[1]
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept_and_say_nothing():
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept_and_say_nothing, daemon=True)
-    thread.start()
-    try:
+    with silent_server() as (url, accepted):
         t0 = time.perf_counter()
-        proc = run_driver(tmp_path, VALID, "--tracking-uri", f"http://127.0.0.1:{port}",
+        proc = run_driver(tmp_path, VALID, "--tracking-uri", url,
                           env={**env, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}, timeout=90)
         elapsed = time.perf_counter() - t0
-    finally:
-        stop.set()
-        thread.join(5)
-        for c in accepted:
-            c.close()
-        server.close()
-    assert_refused(proc, tmp_path, f"--tracking-uri http://127.0.0.1:{port}", "no answer within 10 s")
+    assert_refused(proc, tmp_path, f"--tracking-uri {url}", "no answer within 10 s")
     assert accepted, "the driver never connected: the test proves nothing"
     assert elapsed < 60, f"refused after {elapsed:.0f} s"
 
