@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from analysis.ablation import main, report
-from bma.config import TrialConfig
-from trainables.tracking import TrialTracker, ensure_experiment, ensure_parent_run
+from tests.analysis.tracker_store import write_study
 
 ARMS = {"bma": {}, "variance": {"loss.w_variance": 1.0}, "reseed": {"model.slot_reseed_every": 50}}
 SEEDS = (0, 1, 2, 3)
@@ -14,27 +13,19 @@ SEEDS = (0, 1, 2, 3)
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from mlflow import MlflowClient
+    def trials():
+        for arm, settings in ARMS.items():
+            for seed in SEEDS:
+                noise = 0.001 * seed * (seed % 2 * 2 - 1)  # differs per seed, so paired differences vary a little
+                metrics = {
+                    "acc/sound_probe_h/k5": 0.5 + 0.01 * seed + (0.05 + noise if arm == "variance" else 0.0),
+                    "acc/image_probe_h/k5": 0.6 + 0.01 * seed,
+                    "info/I_hv_Y/probe_bound": 1.0 + 0.1 * seed + (0.3 + noise if arm == "variance" else 0.0),
+                    "info/eff_slots_v/exact": 10.0 + seed + (0.01 * (-1) ** seed if arm == "reseed" else 0.0),  # no move
+                }
+                yield {"variant": "bma", "seed": seed, **settings}, metrics, {"bma.arm": arm}
 
-    root = tmp_path_factory.mktemp("ablation-store")
-    uri = f"sqlite:///{root}/mlflow.db"
-    client = MlflowClient(uri)
-    exp = ensure_experiment(client, "abl", uri)
-    parent = ensure_parent_run(client, exp, "abl", "fp0", "name: abl\n")
-    for arm, settings in ARMS.items():
-        for seed in SEEDS:
-            cfg = TrialConfig.from_flat({"variant": "bma", "seed": seed, **settings})
-            tracker = TrialTracker(uri, exp, parent, "abl", cfg)
-            tracker.set_tags({"bma.arm": arm})
-            noise = 0.001 * seed * (seed % 2 * 2 - 1)  # differs per seed, so paired differences vary a little
-            tracker.log_epoch(1, {
-                "acc/sound_probe_h/k5": 0.5 + 0.01 * seed + (0.05 + noise if arm == "variance" else 0.0),
-                "acc/image_probe_h/k5": 0.6 + 0.01 * seed,
-                "info/I_hv_Y/probe_bound": 1.0 + 0.1 * seed + (0.3 + noise if arm == "variance" else 0.0),
-                "info/eff_slots_v/exact": 10.0 + seed + (0.01 * (-1) ** seed if arm == "reseed" else 0.0),  # no move
-            })
-            tracker.finish({})
-    return uri
+    return write_study(tmp_path_factory.mktemp("ablation-store"), "abl", trials())
 
 
 def test_ablation_report_finds_what_moved(store, tmp_path):

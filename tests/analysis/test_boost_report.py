@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 
 from analysis.boost import main, report
-from bma.config import TrialConfig
-from trainables.tracking import TrialTracker, ensure_experiment, ensure_parent_run
+from tests.analysis.tracker_store import write_study
 
 POOLS = (0, 1000, 10_000)
 PAIRS = (50, 200)
@@ -28,28 +27,21 @@ def accuracy(variant: str, pairs: int, pool: int, seed: int) -> float:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from mlflow import MlflowClient
+    def trials():
+        for variant in VARIANTS:
+            for pairs in PAIRS:
+                for pool in POOLS:
+                    for seed in SEEDS:
+                        acc = accuracy(variant, pairs, pool, seed)
+                        metrics = {"acc/sound_probe_h": acc + 0.1, "acc/sound_probe_h/k5": acc,
+                                   "acc/image_probe_h/k5": 0.7, "loss/total": 1.0}
+                        if variant != "unimodal":
+                            metrics["info/H_Wv/exact"] = 1.0 + pool / 10_000
+                        flat = {"variant": variant, "pairs": pairs, "unpaired_images": pool, "unpaired_sounds": 500,
+                                "seed": seed, "steps": 10}
+                        yield flat, metrics, {}
 
-    root = tmp_path_factory.mktemp("boost-store")
-    uri = f"sqlite:///{root}/mlflow.db"
-    client = MlflowClient(uri)
-    exp = ensure_experiment(client, "boostlike", uri)
-    parent = ensure_parent_run(client, exp, "boostlike", "fp0", "name: boostlike\n")
-    for variant in VARIANTS:
-        for pairs in PAIRS:
-            for pool in POOLS:
-                for seed in SEEDS:
-                    cfg = TrialConfig.from_flat({"variant": variant, "pairs": pairs, "unpaired_images": pool,
-                                                 "unpaired_sounds": 500, "seed": seed, "steps": 10})
-                    tracker = TrialTracker(uri, exp, parent, "boostlike", cfg)
-                    acc = accuracy(variant, pairs, pool, seed)
-                    metrics = {"acc/sound_probe_h": acc + 0.1, "acc/sound_probe_h/k5": acc,
-                               "acc/image_probe_h/k5": 0.7, "loss/total": 1.0}
-                    if variant != "unimodal":
-                        metrics["info/H_Wv/exact"] = 1.0 + pool / 10_000
-                    tracker.log_epoch(1, metrics)
-                    tracker.finish({"pairs": pairs})
-    return uri
+    return write_study(tmp_path_factory.mktemp("boost-store"), "boostlike", trials())
 
 
 def test_report_recovers_the_known_effects(store, tmp_path):
