@@ -2,7 +2,9 @@
 
 Every test runs with ``$BMA_CACHE_DIR`` in one session-wide tmp folder (so MNIST/FSDD features are computed once)
 and ``$BMA_OFFLINE=1``. Trainer tests share one TrialData of the real mirror, cut down per class (``small_data``)
-so a 1-epoch trial takes well under a second; torch and BLAS run one thread (see ``_one_thread``).
+so a 1-epoch trial takes well under a second; without the mirror, ``small_data`` is a synthetic TrialData of the
+same sizes (tests/synthetic_data.py), so the trainer is tested on any checkout. Torch and BLAS run one thread
+(see ``_one_thread``).
 """
 
 from __future__ import annotations
@@ -59,10 +61,22 @@ def per_class_subset(fs, per_class: int):
 
 
 @pytest.fixture(scope="session")
-def small_data(full_data):
-    """A per-class cut of the real data: 60 train / 30 test images and 40 train / 10 test sounds per class."""
+def synthetic_data():
+    """Class-conditional random features shaped like MNIST + FSDD ones, sized per class as ``small_data``."""
+    from tests.synthetic_data import synthetic_trial_data
+
+    return synthetic_trial_data()
+
+
+@pytest.fixture(scope="session")
+def small_data(request):
+    """A per-class cut of the real data: 60 train / 30 test images and 40 train / 10 test sounds per class; the
+    synthetic stand-in of the same sizes when the mirror is absent."""
     from bma.trainer import TrialData
 
+    if not mirror_available():
+        return request.getfixturevalue("synthetic_data")
+    full_data = request.getfixturevalue("full_data")
     return TrialData(
         image_train=per_class_subset(full_data.image_train, 60),
         image_test=per_class_subset(full_data.image_test, 30),
