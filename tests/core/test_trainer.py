@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from bma.data.regimes import RegimeError, load_classmap
-from bma.trainer import CHECKPOINT_FILE, TrialData, _Tensors, fit, make_regime, tau_m_at
+from bma.trainer import CHECKPOINT_FILE, TrialData, fit, make_regime, tau_m_at
+from bma.trial_data import TrialTensors
 
 pytestmark = pytest.mark.slow
 
@@ -137,9 +138,9 @@ def test_tau_m_schedule(tiny_cfg, small_data):
 def test_image_noise_applies_to_train_and_test(tiny_cfg, small_data):
     noisy_cfg = tiny_cfg.with_updates(image_noise_std=0.5)
     regime = make_regime(noisy_cfg, small_data)
-    clean = _Tensors(tiny_cfg, small_data, regime, torch.device("cpu"))
-    noisy = _Tensors(noisy_cfg, small_data, regime, torch.device("cpu"))
-    again = _Tensors(noisy_cfg, small_data, regime, torch.device("cpu"))
+    clean = TrialTensors(tiny_cfg, small_data, regime, torch.device("cpu"))
+    noisy = TrialTensors(noisy_cfg, small_data, regime, torch.device("cpu"))
+    again = TrialTensors(noisy_cfg, small_data, regime, torch.device("cpu"))
     for got, ref in ((noisy.x_img, clean.x_img), (noisy.eval_split["x_img_test"], clean.eval_split["x_img_test"]),
                      (noisy.val[0], clean.val[0])):
         assert (got - ref).std().item() == pytest.approx(0.5, rel=0.05)
@@ -155,7 +156,7 @@ def test_image_noise_of_the_test_split_is_the_same_in_every_regime(tiny_cfg, sma
     tensors = {}
     for n in (100, 200):
         c = cfg.with_updates(train_size=n)
-        tensors[n] = _Tensors(c, small_data, make_regime(c, small_data), torch.device("cpu"))
+        tensors[n] = TrialTensors(c, small_data, make_regime(c, small_data), torch.device("cpu"))
     assert torch.equal(tensors[100].eval_split["x_img_test"], tensors[200].eval_split["x_img_test"])
 
 

@@ -1,0 +1,214 @@
+"""A trial's data: the cached features it trains on (``TrialData``), its regime, and its tensors on the device.
+
+- ``TrialData``: both modalities' official splits as FeatureSets, labels mapped into the common class space; a study
+  loads one per distinct ``data_identity`` and shares it between trials.
+- ``make_regime``: which samples are pairs, unpaired, validation and test (bma.data.regimes) in the common labels.
+- ``TrialTensors``: the regime's samples gathered once onto the device, the evaluation split beside them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from bma.config import ConfigError, TrialConfig
+from bma.data.features import FeatureSet, FeatureStore
+from bma.data.regimes import ClassMap, Regime, build_regime, load_classmap
+
+
+@dataclass(frozen=True)
+class TrialData:
+    """Cached features of both modalities' official splits, with labels mapped into the common class space."""
+
+    image_train: FeatureSet
+    image_test: FeatureSet
+    sound_train: FeatureSet
+    sound_test: FeatureSet
+    classmap: ClassMap
+    # FSDD only: each clip's speaker (held-out-speaker regimes and domains); None for other sources
+    sound_train_speakers: np.ndarray | None = None
+    sound_test_speakers: np.ndarray | None = None
+    # extra sound test domains (bma.data.domains), e.g. {"snr0db": noisy official test clips}
+    sound_test_domains: dict[str, FeatureSet] = field(default_factory=dict)
+    # another dataset's test split: {"image_imagefolder": (features, common-space labels)} (bma.data.domains)
+    dataset_domains: dict[str, tuple[FeatureSet, np.ndarray]] = field(default_factory=dict)
+
+
+def data_identity(cfg: TrialConfig) -> dict:
+    """The settings that decide a trial's TrialData: trials that agree on them share one (a study loads it once)."""
+    flat = cfg.to_flat()
+    return {k: v for k, v in flat.items()
+            if k.startswith(("data.", "features.", "eval.xdomain_")) or k == "eval.test_sound_snr_db"}
+
+
+def load_trial_data(cfg: TrialConfig, store: FeatureStore | None = None) -> TrialData:
+    """Features from the on-disk cache (computed on first use). A study calls this once and shares the result."""
+    from bma.data.domains import dataset_domain, dataset_domain_name, fsdd_speakers, noisy_test_sounds, snr_domain
+
+    store = store or FeatureStore(cfg.data.cache_dir)
+    image_train = store.images(cfg.data.image, cfg.features, "train")
+    image_test = store.images(cfg.data.image, cfg.features, "test")
+    sound_train = store.sounds(cfg.data.sound, cfg.features, "train")
+    sound_test = store.sounds(cfg.data.sound, cfg.features, "test")
+    classmap = load_classmap(cfg.data.classmap, image_train.classes, sound_train.classes)
+    speakers = (None, None)
+    if cfg.data.sound.source == "fsdd":
+        speakers = tuple(fsdd_speakers(cfg.data.sound, split, cfg.data.cache_dir) for split in ("train", "test"))
+    domains = {}
+    if cfg.eval.test_sound_snr_db is not None:
+        domains[snr_domain(cfg.eval.test_sound_snr_db)] = noisy_test_sounds(
+            store, cfg.data.sound, cfg.features, cfg.eval.test_sound_snr_db)
+    datasets = {}
+    e = cfg.eval
+    for kind, source, root, train, to_common in (
+        ("images", e.xdomain_image_source, e.xdomain_image_root, image_train, classmap.image_to_common),
+        ("sounds", e.xdomain_sound_source, e.xdomain_sound_root, sound_train, classmap.sound_to_common),
+    ):
+        if source is not None:
+            fs, y = dataset_domain(store, kind, source, root, cfg.features, train.classes, to_common)
+            if fs.x.shape[1:2] != train.x.shape[1:2]:
+                from bma.data.errors import DataError
+
+                raise DataError(f"eval.xdomain_{kind[:-1]}_source: {source} has {fs.x.shape[1]} channels, the training "
+                                f"data {train.x.shape[1]} (the encoder takes one channel count)")
+            datasets[dataset_domain_name(kind, source)] = (fs, y)
+    return TrialData(image_train, image_test, sound_train, sound_test, classmap, *speakers, domains, datasets)
+
+
+def common_labels(fs: FeatureSet, mapping: np.ndarray) -> np.ndarray:
+    return mapping[fs.y.numpy()]
+
+
+def sound_labels(cfg: TrialConfig, data: TrialData, split: str) -> np.ndarray:
+    """Common-space labels of a sound split; a held-out speaker's clips are -1 (in no regime, no in-domain test)."""
+    fs = data.sound_train if split == "train" else data.sound_test
+    y = common_labels(fs, data.classmap.sound_to_common)
+    speaker = cfg.regime.heldout_speaker
+    if speaker is not None:
+        from bma.data.domains import check_speaker
+
+        speakers = data.sound_train_speakers if split == "train" else data.sound_test_speakers
+        if speakers is None:
+            raise ConfigError([f"regime.heldout_speaker: {cfg.data.sound.source} data has no speakers"])
+        check_speaker(speaker, speakers)
+        y = np.where(speakers == speaker, -1, y)
+    return y
+
+
+def make_regime(cfg: TrialConfig, data: TrialData) -> Regime:
+    cm = data.classmap
+    return build_regime(
+        cfg.regime,
+        common_labels(data.image_train, cm.image_to_common),
+        sound_labels(cfg, data, "train"),
+        common_labels(data.image_test, cm.image_to_common),
+        sound_labels(cfg, data, "test"),
+        cm.num_classes,
+        image_keys=data.image_train.keys if cfg.data.image.source == "manifest" else None,
+        sound_keys=data.sound_train.keys if cfg.data.sound.source == "manifest" else None,
+        image_source=cfg.data.image.source,
+        sound_source=cfg.data.sound.source,
+    )
+
+
+class TrialTensors:
+    """The regime's tensors, gathered once onto the device: the training pools (pairs first), the validation pairs,
+    and the evaluation split (test samples, label-budget sets, other test domains) that bma.evaluation reads."""
+
+    def __init__(self, cfg: TrialConfig, data: TrialData, regime: Regime, device: torch.device):
+        cm = data.classmap
+        y_img_tr = torch.as_tensor(common_labels(data.image_train, cm.image_to_common))
+        y_snd_tr = torch.as_tensor(common_labels(data.sound_train, cm.sound_to_common))
+        y_img_te = torch.as_tensor(common_labels(data.image_test, cm.image_to_common))
+        y_snd_te = torch.as_tensor(common_labels(data.sound_test, cm.sound_to_common))
+
+        def images(x: torch.Tensor, split: str, indices) -> torch.Tensor:
+            """Gaussian noise tied to (seed, split, sample index): the same test image carries the same noise in
+            every regime of a seed, and a training image keeps its noise when train_size grows."""
+            x = x[torch.as_tensor(indices, dtype=torch.long)]
+            std = cfg.regime.image_noise_std
+            if std <= 0:
+                return x
+            offset = 0 if split == "train" else 1 << 40
+            noise = torch.stack([
+                torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(cfg.regime.seed * (1 << 41) + offset + int(i)))
+                for i in indices
+            ])
+            return x + std * noise
+
+        idx = lambda a: torch.as_tensor(a, dtype=torch.long)  # noqa: E731
+        train_img, train_snd = idx(regime.train_image), idx(regime.train_sound)
+        self.x_img = images(data.image_train.x, "train", regime.train_image).to(device)
+        self.x_snd = data.sound_train.x[train_snd].to(device)
+        # A label-free trial's training tensors hold no labels, so no learner can read one (evaluation still does).
+        self.reads_labels = cfg.reads_labels
+        self.y_img = y_img_tr[train_img].to(device) if self.reads_labels else None
+        self.y_snd = y_snd_tr[train_snd].to(device) if self.reads_labels else None
+        n_pairs = len(regime.pair_image)
+        # Pairs are the first n_pairs rows of the training tensors (train_image/train_sound start with the pairs).
+        self.n_pairs = n_pairs
+        self.val = (
+            images(data.image_train.x, "train", regime.val_image).to(device),
+            data.sound_train.x[idx(regime.val_sound)].to(device),
+            y_img_tr[idx(regime.val_image)].to(device) if self.reads_labels else None,
+        )
+        test_img, test_snd = idx(regime.test_image), idx(regime.test_sound)
+        self.eval_split = {
+            "x_img_train": self.x_img, "y_img_train": y_img_tr[train_img],
+            "x_snd_train": self.x_snd, "y_snd_train": y_snd_tr[train_snd],
+            "x_img_test": images(data.image_test.x, "test", regime.test_image), "y_img_test": y_img_te[test_img],
+            "x_snd_test": data.sound_test.x[test_snd], "y_snd_test": y_snd_te[test_snd],
+            "x_img_pair": images(data.image_test.x, "test", regime.test_pair_image),
+            "x_snd_pair": data.sound_test.x[idx(regime.test_pair_sound)],
+            "y_pair": y_img_te[idx(regime.test_pair_image)],
+        }
+        self.eval_split.update(_budget_sets(cfg, regime, data, y_img_tr, y_snd_tr, images))
+        self.eval_split["sound_domains"] = _sound_domains(cfg, data, regime, y_snd_tr, y_snd_te)
+        self.eval_split["image_domains"] = {}
+        for name, (fs, y) in data.dataset_domains.items():
+            keep = torch.as_tensor(np.flatnonzero(y >= 0))
+            target = "image_domains" if name.startswith("image_") else "sound_domains"
+            self.eval_split[target][name] = (fs.x[keep], torch.as_tensor(y)[keep])
+
+
+def _budget_sets(cfg: TrialConfig, regime: Regime, data: TrialData, y_img, y_snd, images) -> dict:
+    """The labelled sets of the label-budget probes: the first K per class of the seed's fixed order (nested in K).
+    Returns the largest budget's samples and, per K, a mask selecting the K-budget rows among them."""
+    from bma.data.regimes import budget_subset
+
+    k_max = max(cfg.eval.label_budgets)
+    out = {}
+    for side, order, y, x in (("img", regime.label_order_image, y_img, data.image_train.x),
+                              ("snd", regime.label_order_sound, y_snd, data.sound_train.x)):
+        if order is None:  # natively paired data: no separate order; the budgets use the training rows
+            order = regime.train_image if side == "img" else regime.train_sound
+        chosen = budget_subset(order, y.numpy(), k_max)
+        labels = y[torch.as_tensor(chosen, dtype=torch.long)]
+        rank = np.zeros(len(chosen), dtype=np.int64)  # position of each sample within its class
+        seen: dict[int, int] = {}
+        for i, c in enumerate(labels.tolist()):
+            rank[i] = seen.get(c, 0)
+            seen[c] = rank[i] + 1
+        out[f"x_{side}_budget"] = images(x, "train", chosen) if side == "img" else x[torch.as_tensor(chosen, dtype=torch.long)]
+        out[f"y_{side}_budget"] = labels
+        out[f"{side}_budget_masks"] = {k: rank < k for k in cfg.eval.label_budgets}
+    return out
+
+
+def _sound_domains(cfg: TrialConfig, data: TrialData, regime: Regime, y_snd_tr, y_snd_te) -> dict:
+    """Sound test domains other than the training one: {name: (x, y)} (see bma.data.domains)."""
+    from bma.data.domains import speaker_domain
+
+    domains = {}
+    speaker = cfg.regime.heldout_speaker
+    if speaker is not None:
+        tr = np.flatnonzero((data.sound_train_speakers == speaker) & (y_snd_tr.numpy() >= 0))
+        te = np.flatnonzero((data.sound_test_speakers == speaker) & (y_snd_te.numpy() >= 0))
+        x = torch.cat([data.sound_train.x[torch.as_tensor(tr)], data.sound_test.x[torch.as_tensor(te)]])
+        domains[speaker_domain(speaker)] = (x, torch.cat([y_snd_tr[tr], y_snd_te[te]]))
+    for name, fs in data.sound_test_domains.items():
+        test = torch.as_tensor(regime.test_sound, dtype=torch.long)
+        domains[name] = (fs.x[test], y_snd_te[test])
+    return domains
