@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 
+from analysis.aggregate import BOOTSTRAP_RESAMPLES, CI_METHODS
 from analysis.collect import AnalysisError, list_studies, open_client, resolve_tracking_uri
 from analysis.export import DEFAULT_OUT_ROOT, ExportOptions, run_export
 
@@ -28,9 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--tracking-uri", help=uri_help)
     ex.add_argument("--out", help=f"output directory (default: {DEFAULT_OUT_ROOT}/<study>); replaced atomically")
     ex.add_argument("--baseline", help="variant the others are compared with (default: unimodal, if it ran)")
-    ex.add_argument("--ci", choices=("t", "bootstrap"), default="t", help="95 %% interval: Student t or percentile "
-                    "bootstrap (default t)")
-    ex.add_argument("--bootstrap-resamples", type=int, default=9999, help="resamples of --ci bootstrap")
+    ex.add_argument("--ci", choices=CI_METHODS, default=CI_METHODS[0], help="95 %% interval: Student t or "
+                    f"percentile bootstrap (default {CI_METHODS[0]})")
+    ex.add_argument("--bootstrap-resamples", type=int, default=BOOTSTRAP_RESAMPLES,
+                    help=f"resamples of --ci bootstrap (default {BOOTSTRAP_RESAMPLES})")
     ex.add_argument("--metrics", nargs="+", metavar="GLOB", help="metric names to collect (fnmatch globs, e.g. "
                     "'acc/*' 'info/*'); default: every metric")
     ex.add_argument("--parent-run", help="only the trials of this study invocation (parent run id)")

@@ -25,7 +25,6 @@ from analysis.boost import report_cli, write_tables
 from analysis.collect import AnalysisError, collect_study, open_client, resolve_tracking_uri
 from analysis.compare import holm, paired_test
 
-ARM_TAG = "bma.arm"
 SEED = "seed"
 ALPHA = 0.05
 # The Table-1 quantity each switch targets (docs/model.md, "Improvements"), by the setting that turns it on; the
@@ -45,11 +44,6 @@ ACCURACY = ("acc/sound_probe_h/k5", "acc/image_probe_h/k5", "acc/sound_probe_h/k
             "acc/sound_probe_h", "acc/image_probe_h", "assoc/i2s_acc", "assoc/s2i_acc")
 
 
-def arm_tags(tracking_uri: str | None, run_ids: list[str]) -> dict[str, str]:
-    client = open_client(resolve_tracking_uri(tracking_uri))
-    return {rid: client.get_run(rid).data.tags.get(ARM_TAG, "") for rid in run_ids}
-
-
 def arm_switches(runs: pd.DataFrame, baseline: str) -> dict[str, list[str]]:
     """Which TARGETS settings each arm changes from the baseline arm (read from the recorded params)."""
     base = runs[runs["arm"] == baseline]
@@ -65,7 +59,7 @@ def report(study: str, tracking_uri: str | None, out: Path, baseline: str = "bma
     runs = data.used.copy()
     if runs.empty:
         raise AnalysisError(f"study {study}: no finished trial")
-    runs["arm"] = runs["run_id"].map(arm_tags(tracking_uri, runs["run_id"].tolist()))
+    runs["arm"] = runs["arm"].fillna("")  # the arm tag (study/record.py ARM), as collected
     if baseline not in set(runs["arm"]):
         raise AnalysisError(f"study {study}: no trial of the baseline arm {baseline!r} (arms: {sorted(set(runs['arm']))})")
     params = _params(tracking_uri, runs["run_id"].tolist())

@@ -9,7 +9,9 @@ import pandas as pd
 from scipy import stats
 
 CI_LEVEL = 0.95
-CI_METHODS = ("t", "bootstrap")
+CI_METHODS = ("t", "bootstrap")  # Student t (the default) or percentile bootstrap over seeds
+BOOTSTRAP_RESAMPLES = 9999  # resamples of the bootstrap interval
+VALUE_PREFIXES = ("final/", "selected/")  # per-run value columns (analysis.collect): last step, validation-selected
 STAT_SUFFIXES = ("mean", "std", "ci95_low", "ci95_high", "n")
 
 # the curated columns of the Markdown/LaTeX tables (present ones only), in this order
@@ -39,7 +41,7 @@ def t_interval(values, level: float = CI_LEVEL) -> tuple[float, float]:
     return float(mean - half), float(mean + half)
 
 
-def bootstrap_interval(values, level: float = CI_LEVEL, n_resamples: int = 9999, seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(values, level: float = CI_LEVEL, n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean (scipy.stats.bootstrap); NaN for n < 2, a point if constant."""
     x = np.asarray(values, dtype=float)
     x = x[~np.isnan(x)]
@@ -56,7 +58,7 @@ def bootstrap_interval(values, level: float = CI_LEVEL, n_resamples: int = 9999,
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def describe(values, ci: str = "t", n_resamples: int = 9999) -> dict[str, float]:
+def describe(values, ci: str = CI_METHODS[0], n_resamples: int = BOOTSTRAP_RESAMPLES) -> dict[str, float]:
     """mean, std (ddof=1), ci95_low, ci95_high, n over the non-NaN values."""
     x = np.asarray(values, dtype=float)
     x = x[~np.isnan(x)]
@@ -74,10 +76,10 @@ def describe(values, ci: str = "t", n_resamples: int = 9999) -> dict[str, float]
 
 
 def value_columns(runs: pd.DataFrame) -> list[str]:
-    return [c for c in runs.columns if c.startswith(("final/", "best/"))]
+    return [c for c in runs.columns if c.startswith(VALUE_PREFIXES)]
 
 
-def summarize(runs: pd.DataFrame, keys: list[str], ci: str = "t", n_resamples: int = 9999) -> pd.DataFrame:
+def summarize(runs: pd.DataFrame, keys: list[str], ci: str = CI_METHODS[0], n_resamples: int = BOOTSTRAP_RESAMPLES) -> pd.DataFrame:
     """One row per cell (``keys``): n_seeds / n_failed / n_running and, per value column, the STAT_SUFFIXES.
 
     Statistics use the trials with ``used`` (the finished run of each cell and seed); failed and running trials

@@ -1,9 +1,9 @@
 """Collect one study's trials from MLflow into flat tables (one record per trial, one row per logged value).
 
-Reads only what the study engine writes to MLflow (see docs/analysis.md, "The MLflow schema"):
-the experiment named after the study, runs tagged ``bma.role=trial``, their params (the flat trial config with
-dotted names, values as strings) and their per-epoch metrics. Nothing here imports the science library; the only
-import from ``bma`` is the set of name constants in ``bma.config``.
+Reads only what the study engine writes to MLflow, through the record contract (study/record.py; docs/analysis.md,
+"The MLflow schema"): the experiment named after the study, its parent runs (the study's axes), runs tagged
+``bma.role=trial``, their params (the flat trial config with dotted names, values as strings) and their per-round
+metrics. Nothing here imports the science library; from ``bma`` only the config's field types (``bma.config``).
 """
 
 from __future__ import annotations
@@ -19,17 +19,12 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
-from bma.config import CELL_KEYS, FLAT_TYPES, SHORT_NAMES
+from bma.config import FLAT_TYPES, SHORT_NAMES
+from study import record as R
+from analysis.aggregate import VALUE_PREFIXES
+from study.record import DEFAULT_TRACKING_URI, SEED_KEY, VARIANT_KEY
 
 log = logging.getLogger("analysis")
-
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # the study engine's embedded default, relative to the cwd
-SEED_KEY = "regime.seed"
-VARIANT_KEY = "model.variant"
-STATES = ("finished", "failed", "running")
-
-# metric families whose "best" is the minimum; every other metric's best is its maximum
-MIN_IS_BEST_PREFIXES = ("loss/", "time/")
 
 
 class AnalysisError(Exception):
@@ -48,7 +43,7 @@ class StudyData:
     runs: pd.DataFrame  # one row per trial run (see RUN_COLUMNS_DOC in docs/analysis.md)
     histories: pd.DataFrame  # run_id, metric, step, value
     metrics: list[str]  # metric names collected (sorted)
-    keys: list[str]  # cell keys: CELL_KEYS plus any other config field that varies across the study
+    keys: list[str]  # cell keys: the study's recorded axes (study/record.py AXES), classic axes first
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -118,7 +113,7 @@ def _one_line(exc: BaseException) -> str:
 def list_studies(client) -> list[str]:
     """Names of the experiments that look like studies (tag bma.study), else every non-default experiment."""
     experiments = _all_experiments(client)
-    tagged = sorted(e.name for e in experiments if "bma.study" in (e.tags or {}))
+    tagged = sorted(e.name for e in experiments if R.STUDY in (e.tags or {}))
     return tagged or sorted(e.name for e in experiments if e.name != "Default")
 
 
@@ -136,7 +131,7 @@ def find_experiment(client, study: str, uri: str):
     """The experiment of a study: the one named ``study``, else the one tagged ``bma.study=<study>``."""
     exp = client.get_experiment_by_name(study)
     if exp is None:
-        matches = [e for e in _all_experiments(client) if (e.tags or {}).get("bma.study") == study]
+        matches = [e for e in _all_experiments(client) if (e.tags or {}).get(R.STUDY) == study]
         exp = matches[0] if matches else None
     if exp is None:
         known = list_studies(client)
@@ -193,11 +188,6 @@ def short_name(key: str) -> str:
     return inverse.get(key, key)
 
 
-def metric_direction(metric: str) -> str:
-    """'min' for losses and timings, 'max' for everything else (accuracies, retrieval, association, info)."""
-    return "min" if metric.startswith(MIN_IS_BEST_PREFIXES) else "max"
-
-
 def select_metrics(names, globs: list[str] | None) -> list[str]:
     """The metric names matching any of ``globs`` (fnmatch; all when None); the sample size and the flagged-estimate
     counts ride with any info/ metric, so a table of estimates always says how many there were and how many failed."""
@@ -227,9 +217,9 @@ def _state(mlflow_status: str, bma_status: str | None) -> str:
 
 
 def _search_trials(client, experiment_id: str, parent_run: str | None) -> list:
-    filt = "tags.`bma.role` = 'trial'"
+    filt = f"tags.`{R.ROLE}` = '{R.ROLE_TRIAL}'"
     if parent_run:
-        filt += f" and tags.`mlflow.parentRunId` = '{parent_run}'"
+        filt += f" and tags.`{R.PARENT}` = '{parent_run}'"
     out, token = [], None
     while True:
         page = client.search_runs([experiment_id], filter_string=filt, max_results=1000, page_token=token)
@@ -260,28 +250,28 @@ def _histories(client, uri: str, wanted: list[tuple[str, str]], workers: int | N
     return hist.drop(columns="timestamp").reset_index(drop=True)
 
 
-def _final_and_best(hist: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    """Wide frame indexed by run_id: final/<m> (value at the last step) and best/<m> (max, or min for losses)."""
+def _final_and_selected(hist: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Wide frame indexed by run_id: ``final/<m>`` (the value at the last step) and ``selected/<m>`` (the value at
+    the step model selection picks on the validation split: the lowest R.SELECTION_METRIC; NaN when the run has
+    no validation loss or did not log ``m`` at that step). Selection never reads the test split."""
     if hist.empty:
         return pd.DataFrame()
     final = hist.groupby(["run_id", "metric"], sort=False)["value"].last(skipna=False).unstack("metric")
-    mx = hist.groupby(["run_id", "metric"], sort=False)["value"].max().unstack("metric")
-    mn = hist.groupby(["run_id", "metric"], sort=False)["value"].min().unstack("metric")
+    val = hist[hist["metric"] == R.SELECTION_METRIC].dropna(subset=["value"])
+    # the first step that reaches the lowest validation loss (a tie keeps the earlier, cheaper model)
+    chosen = val.sort_values(["run_id", "value", "step"], kind="stable").drop_duplicates("run_id")
+    chosen = chosen.set_index("run_id")["step"].rename("selected_step")
+    at = hist.merge(chosen, left_on="run_id", right_index=True)
+    at = at[at["step"] == at["selected_step"]].set_index(["run_id", "metric"])["value"].unstack("metric")
     cols = {}
     for m in metrics:
-        if m not in final.columns:
-            continue
-        cols[f"final/{m}"] = final[m]
+        if m in final.columns:
+            cols[f"final/{m}"] = final[m]
     for m in metrics:
-        if m not in final.columns:
-            continue
-        cols[f"best/{m}"] = (mn if metric_direction(m) == "min" else mx)[m]
+        if m in final.columns:
+            cols[f"selected/{m}"] = at[m] if m in at.columns else pd.Series(np.nan, index=final.index)
     epochs = hist.groupby("run_id")["step"].max().rename("n_epochs")
-    return pd.concat([epochs, pd.DataFrame(cols)], axis=1)
-
-
-SHARED_TAG, CELLS_TAG, STOPPED_TAG = "bma.shared", "bma.cells", "bma.stopped_early"  # trainables/bma_trainable.py
-ARM_CELL = "bma.arm"  # a cell's arm name (study/spec.py cell_overrides)
+    return pd.concat([epochs, chosen.astype("float64"), pd.DataFrame(cols)], axis=1)
 
 
 def _param_text(value) -> str:
@@ -296,25 +286,69 @@ def _cell_rows(runs) -> tuple[list[tuple], int]:
     settings that place it in that point's cell. Also how many runs are shared."""
     rows, shared = [], 0
     for r in runs:
-        tags = r.data.tags
-        text = "".join(tags[k] for k in sorted((k for k in tags if k == CELLS_TAG or k.startswith(CELLS_TAG + ".")),
-                                              key=lambda k: int(k.rsplit(".", 1)[1]) if k != CELLS_TAG else 0))
-        cells = None
-        if text:
-            import json
-
-            try:
-                cells = json.loads(text)
-            except ValueError:
-                log.warning("run %s: unreadable %s tag; counted once", r.info.run_id, CELLS_TAG)
+        try:
+            cells = R.read_cells(r.data.tags)
+        except ValueError:
+            log.warning("run %s: unreadable %s tag; counted once", r.info.run_id, R.CELLS)
+            cells = None
         if not cells:
             rows.append((r, r.data.params, {}))
             continue
         shared += len(cells) > 1
         for cell in cells:
-            params = {**r.data.params, **{k: _param_text(v) for k, v in cell.items() if k != ARM_CELL}}
+            params = {**r.data.params, **{k: _param_text(v) for k, v in cell.items() if k != R.ARM}}
             rows.append((r, params, cell))
     return rows, shared
+
+
+def _cell_keys(raw: pd.DataFrame, params: list[str], axes: list[str] | None, notes: list[str]):
+    """(cell keys, classic axes no trial records): the recorded axes (the arm as column ``arm``), the classic axes
+    first so tables read alike across studies; constant ones group nothing and show the setting. A config field
+    that still varies within a (cell, seed) would be pooled as if it were a seed: it becomes a key, with a note.
+    A study recorded before parent runs carried its axes gets the classic axes plus whatever varies."""
+    missing = [k for k in R.CLASSIC_AXES if k not in raw.columns]
+    if axes is None:
+        if missing:
+            notes.append(f"params missing from every trial, treated as empty: {', '.join(missing)}")
+        varying = [k for k in params if raw[k].astype(str).nunique(dropna=False) > 1]
+        extras = [k for k in varying if k in FLAT_TYPES and k not in R.CLASSIC_AXES and k != SEED_KEY]
+        ignored = [k for k in varying if k not in FLAT_TYPES]
+        notes.append("the study's parent run records no axes (written before they were): cell keys are the classic "
+                     "axes plus every config field that varies")
+        if extras:
+            notes.append("config fields besides the classic axes vary across trials and are used as cell keys: "
+                         + ", ".join(extras))
+        if ignored:
+            notes.append(f"params outside the trial config vary across trials and are ignored: {', '.join(ignored)}")
+        return list(R.CLASSIC_AXES) + extras, missing
+    recorded = ["arm" if a == R.ARM else a for a in axes]
+    keys = [k for k in R.CLASSIC_AXES if k in raw.columns or k in recorded] + \
+        [k for k in recorded if k not in R.CLASSIC_AXES]
+    missing = [k for k in keys if k not in raw.columns and k != "arm"]
+    if missing:
+        notes.append(f"axes no trial records, treated as empty: {', '.join(missing)}")
+    present = [k for k in keys if k in raw.columns]
+    group = present + ([SEED_KEY] if SEED_KEY in raw.columns else [])
+    text = raw[[k for k in params if k in FLAT_TYPES and k not in group] + group].astype(str)
+    spread = text.groupby(group, dropna=False).nunique(dropna=False).max() if group else pd.Series(dtype=int)
+    within = [k for k, n in spread.items() if n > 1]
+    if within:
+        notes.append("config fields that are not axes of the study vary within a cell and seed (a spec edited "
+                     "between versions?); kept apart as cell keys: " + ", ".join(within))
+    return keys + within, missing
+
+
+def _recorded_axes(client, experiment_id: str, parent_run: str | None) -> list[str] | None:
+    """The union of the axes the study's parent runs record (one parent per version of its spec), in order; None
+    when one does not record them (a study written before parent runs carried R.AXES)."""
+    filt = f"tags.`{R.ROLE}` = '{R.ROLE_STUDY}'"
+    parents = client.search_runs([experiment_id], filter_string=filt, max_results=1000)
+    if parent_run:
+        parents = [p for p in parents if p.info.run_id == parent_run]
+    found = [R.read_axes(p.data.tags) for p in parents]
+    if not found or any(a is None for a in found):
+        return None
+    return list(dict.fromkeys(a for axes in found for a in axes))
 
 
 def collect_study(
@@ -347,63 +381,52 @@ def collect_study(
         notes.append(f"{n_shared} trial(s) are shared by several grid points (their variant ignores the settings "
                      "that differ): each is counted in every cell that contains it (shared > 1)")
 
-    # params: CELL_KEYS always; other config fields that vary across trials become cell keys too, so that a
-    # study gridding e.g. model.addressing never pools two settings as if they were seeds
     all_params = sorted({k for _, params, _ in rows for k in params})
     raw = pd.DataFrame([{k: params.get(k) for k in all_params} for _, params, _ in rows])
-    missing_keys = [k for k in CELL_KEYS if k not in raw.columns]
-    if missing_keys:
-        notes.append(f"params missing from every trial, treated as empty: {', '.join(missing_keys)}")
-        for k in missing_keys:
-            raw[k] = None
-    varying = [k for k in all_params if raw[k].astype(str).nunique(dropna=False) > 1]
-    extras = [k for k in varying if k in FLAT_TYPES and k not in CELL_KEYS and k != SEED_KEY]
-    ignored = [k for k in varying if k not in FLAT_TYPES]
-    if extras:
-        notes.append("config fields besides CELL_KEYS vary across trials and are used as cell keys: "
-                     + ", ".join(extras))
-    if ignored:
-        notes.append(f"params outside the trial config vary across trials and are ignored: {', '.join(ignored)}")
-    keys = list(CELL_KEYS) + extras
+    raw["arm"] = [cell.get(R.ARM, r.data.tags.get(R.ARM)) for r, _, cell in rows]
+    axes = _recorded_axes(client, exp.experiment_id, parent_run)
+    keys, missing_keys = _cell_keys(raw, all_params, axes, notes)
+    for k in missing_keys:
+        raw[k] = None
+    # settings that differ between cells but are not axes (an arm's switches): shown beside the keys, never keys
+    described = [k for k in all_params if k in FLAT_TYPES and k not in keys and k != SEED_KEY
+                 and raw[k].astype(str).nunique(dropna=False) > 1]
 
     records = []
     for r, params, cell in rows:
         tags, info = r.data.tags, r.info
-        seed_raw = params.get(SEED_KEY, tags.get("bma.seed")) if cell else tags.get("bma.seed", params.get(SEED_KEY))
+        seed_raw = params.get(SEED_KEY, tags.get(R.SEED)) if cell else tags.get(R.SEED, params.get(SEED_KEY))
         records.append(
             {
                 "run_id": info.run_id,
                 "run_name": info.run_name or tags.get("mlflow.runName"),
-                "trial_id": tags.get("bma.trial_id"),
-                "regime": tags.get("bma.regime"),
-                "variant": tags.get("bma.variant") or params.get(VARIANT_KEY),
+                "trial_id": tags.get(R.TRIAL_ID),
+                "regime": tags.get(R.REGIME),
+                "variant": tags.get(R.VARIANT) or params.get(VARIANT_KEY),
                 "seed": seed_raw,
-                "state": _state(info.status, tags.get("bma.status")),
+                "state": _state(info.status, tags.get(R.STATUS)),
                 "mlflow_status": info.status,
-                "bma_status": tags.get("bma.status"),
-                "error": tags.get("bma.error"),
-                "parent_run_id": tags.get("mlflow.parentRunId"),
-                "git_commit": tags.get("bma.git_commit"),
+                "bma_status": tags.get(R.STATUS),
+                "error": tags.get(R.ERROR),
+                "parent_run_id": tags.get(R.PARENT),
+                "git_commit": tags.get(R.GIT_COMMIT),
                 "start_time": pd.to_datetime(info.start_time, unit="ms", utc=True) if info.start_time else pd.NaT,
                 "end_time": pd.to_datetime(info.end_time, unit="ms", utc=True) if info.end_time else pd.NaT,
-                "shared": int(tags.get(SHARED_TAG, "1") or 1),
-                "stopped_early": str(tags.get(STOPPED_TAG, "")).lower() == "true",
-                "arm": cell.get(ARM_CELL, tags.get("bma.arm")),
+                "shared": int(tags.get(R.SHARED, "1") or 1),
+                "stopped_early": str(tags.get(R.STOPPED_EARLY, "")).lower() == "true",
                 "_metric_keys": list(r.data.metrics),
             }
         )
     df = pd.DataFrame(records)
-    for k in keys:
-        df[k] = type_param(k, raw[k]).values
+    df["arm"] = raw["arm"].values
+    for k in keys + described:
+        if k != "arm":
+            df[k] = type_param(k, raw[k]).values
     seeds = pd.to_numeric(df["seed"], errors="coerce")
     if seeds.isna().any():
         notes.append(f"{int(seeds.isna().sum())} trial(s) carry no seed (tag bma.seed / param regime.seed)")
     df["seed"] = seeds.astype("Int64")
     df["variant"] = df["variant"].astype(object)
-    if (df["variant"].astype(str) != df[VARIANT_KEY].astype(str)).any():
-        # the bma.variant tag names variants more finely than model.variant: it is a cell key of its own
-        notes.append("tag bma.variant differs from param model.variant for some trials: both are cell keys")
-        keys.append("variant")
 
     # metrics
     available = {k for keys_ in df["_metric_keys"] for k in keys_}
@@ -411,13 +434,15 @@ def collect_study(
     if metrics and not chosen:
         raise AnalysisError(f"no metric of study {study!r} matches {' '.join(metrics)}; "
                             f"metrics: {', '.join(sorted(available))}")
-    wanted = sorted({(rid, k) for rid, ks in zip(df["run_id"], df["_metric_keys"]) for k in ks if k in set(chosen)})
+    read = set(chosen) | {R.SELECTION_METRIC}  # the validation loss picks each run's selected/ step
+    wanted = sorted({(rid, k) for rid, ks in zip(df["run_id"], df["_metric_keys"]) for k in ks if k in read})
     try:
         hist = _histories(client, uri, wanted, workers)
     except Exception as exc:
         raise AnalysisError(f"cannot read metric histories of study {study!r} from {uri!r}: {_one_line(exc)}") from exc
     df = df.drop(columns="_metric_keys")
-    wide = _final_and_best(hist, chosen)
+    wide = _final_and_selected(hist, chosen)
+    hist = hist[hist["metric"].isin(chosen)].reset_index(drop=True)
     df = df.join(wide, on="run_id") if not wide.empty else df.assign(n_epochs=np.nan)
     df["n_epochs"] = pd.to_numeric(df["n_epochs"]).astype("Int64")
 
@@ -438,13 +463,17 @@ def collect_study(
     if n_sup:
         notes.append(f"{n_sup} run(s) superseded by a later run of the same cell and seed (used=False)")
 
-    lead = ["run_id", "run_name", "trial_id", "regime", "variant", "seed"] + [k for k in keys if k != "variant"]
+    lead = ["run_id", "run_name", "trial_id", "regime", "variant", "seed"] + [k for k in keys if k != "variant"] + \
+        described
     if df["stopped_early"].any():
         notes.append(f"{int(df['stopped_early'].sum())} trial(s) stopped early by the search's scheduler: counted "
                      "with their last values (stopped_early=True)")
-    rest = ["state", "used", "superseded", "shared", "stopped_early", "arm", "mlflow_status", "bma_status", "error", "n_epochs", "parent_run_id",
-            "git_commit", "start_time", "end_time"]
-    value_cols = [c for c in df.columns if c.startswith(("final/", "best/"))]
+    rest = ["state", "used", "superseded", "shared", "stopped_early", "arm", "mlflow_status", "bma_status", "error",
+            "n_epochs", "selected_step", "parent_run_id", "git_commit", "start_time", "end_time"]
+    if "selected_step" not in df:
+        df["selected_step"] = np.nan
+    rest = [c for c in rest if c not in keys]
+    value_cols = [c for c in df.columns if c.startswith(VALUE_PREFIXES)]
     df = df[lead + rest + value_cols]
     df = df.sort_values(keys + ["seed", "start_time"], kind="stable", na_position="last").reset_index(drop=True)
     for n in notes:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from analysis import plots as P
 from analysis import tables as T
-from analysis.aggregate import CI_METHODS, MAIN_METRICS, present_main, summarize
+from analysis.aggregate import BOOTSTRAP_RESAMPLES, CI_METHODS, MAIN_METRICS, present_main, summarize
 from analysis.collect import AnalysisError, StudyData, collect_study
 from analysis.compare import compare_variants
 from analysis.exchange import exchange_rates
@@ -42,9 +42,9 @@ class ExportOptions:
     tracking_uri: str | None = None
     out: str | None = None  # default reports/<study>
     baseline: str | None = None  # default unimodal when it ran
-    ci: str = "t"  # t | bootstrap
+    ci: str = CI_METHODS[0]  # one of CI_METHODS
     metrics: list[str] | None = None  # globs over metric names; None = every metric
-    n_resamples: int = 9999  # bootstrap resamples
+    n_resamples: int = BOOTSTRAP_RESAMPLES
     plots: bool = True
     plot_metrics: list[str] | None = None  # accuracy-vs-pairing figures (metric names without final/)
     heatmap_metric: str | None = None

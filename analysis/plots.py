@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from analysis.aggregate import t_interval
+from analysis.aggregate import CI_METHODS, t_interval
 from analysis.collect import short_name
 
 P_KEY, N_KEY = "regime.pairing_ratio", "regime.train_size"
@@ -120,7 +120,7 @@ def _pct(p: float) -> str:
 # -- accuracy vs pairing ratio -----------------------------------------------------------------------------------
 
 
-def accuracy_vs_pairing(summary: pd.DataFrame, keys: list[str], metric: str, plots_dir: str, ci: str = "t"):
+def accuracy_vs_pairing(summary: pd.DataFrame, keys: list[str], metric: str, plots_dir: str, ci: str = CI_METHODS[0]):
     """Panels per train size; x = pairing ratio; a line per variant with its 95 % CI band."""
     notes: list[str] = []
     col = f"{metric}_mean"

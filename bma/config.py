@@ -76,7 +76,6 @@ class RegimeConfig:
 class ModelConfig:
     variant: str = "bma"  # unimodal (no memory) | paired_only (no L_unpair) | bma
     image_encoder: str = "cnn"  # cnn | resnet18
-    sound_encoder: str = "cnn"
     encoder_width: int = 16  # channels of the CNNs' first layer (x2, x4 deeper); 16 keeps a CPU trial in minutes
     feature_dim: int = 128  # dimension of f_v, f_s and of each memory slot
     projection_dim: int = 64  # dimension of Z_v, Z_s for the paired contrastive loss
@@ -184,6 +183,8 @@ class TrialConfig:
         unknown = []
         for key, value in flat.items():
             path = SHORT_NAMES.get(key, key)
+            if path in RETIRED_SETTINGS and str(value) == RETIRED_SETTINGS[path]:
+                continue
             if path not in FLAT_TYPES:
                 unknown.append(key)
                 continue
@@ -267,15 +268,11 @@ SHORT_NAMES: dict[str, str] = {
     "test_sound_snr_db": "eval.test_sound_snr_db",
 }
 
-# The keys that identify a cell of a study (seeds are aggregated over within a cell).
-CELL_KEYS: tuple[str, ...] = (
-    "regime.pairing_ratio",
-    "regime.train_size",
-    "model.memory_slots",
-    "model.tau_m",
-    "loss.tau_l",
-    "model.variant",
-)
+# Settings that were recorded once and are read no more, with the only value they ever took: a recorded trial that
+# carries one is still rebuilt (TrialConfig.from_flat of its MLflow params) when it holds that value.
+RETIRED_SETTINGS: dict[str, str] = {
+    "model.sound_encoder": "cnn",  # never read: the sound encoder is the CNN
+}
 
 
 def validate(cfg: TrialConfig) -> list[str]:
@@ -310,8 +307,6 @@ def validate(cfg: TrialConfig) -> list[str]:
         p.append(f"model.variant: expected one of {VARIANTS}, got {m.variant!r}")
     if m.image_encoder not in ("cnn", "resnet18"):
         p.append(f"model.image_encoder: expected cnn or resnet18, got {m.image_encoder!r}")
-    if m.sound_encoder not in ("cnn",):
-        p.append(f"model.sound_encoder: expected cnn, got {m.sound_encoder!r}")
     if m.memory_slots < 1:
         p.append(f"model.memory_slots: expected >= 1, got {m.memory_slots}")
     if m.encoder_width < 1:
@@ -502,7 +497,6 @@ _DEFAULT_FLAT: dict[str, Any] = TrialConfig().to_flat()
 assert set(VARIANT_IGNORES) == set(VARIANTS) and all(k in FLAT_TYPES for v in VARIANT_IGNORES.values() for k in v)
 
 __all__ = [
-    "CELL_KEYS",
     "ConfigError",
     "DataConfig",
     "EvalConfig",
@@ -510,6 +504,7 @@ __all__ = [
     "FLAT_TYPES",
     "LossConfig",
     "ModelConfig",
+    "RETIRED_SETTINGS",
     "OptimConfig",
     "RegimeConfig",
     "SHORT_NAMES",

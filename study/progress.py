@@ -2,6 +2,10 @@
 
 A Tune callback (Tune's own reporter is silenced unless -v). On a terminal it is a rich live table; elsewhere (CI,
 log files) it prints one line whenever a trial ends, and at most every 30 s otherwise.
+
+A resumed study is driven by the view the resumed driver builds (its --metric, its terminal), not by the copy Tune
+pickled with the study: the pickle holds a reference to "the driver's view", and Tune hands the view its saved
+counts through get_state/set_state.
 """
 
 from __future__ import annotations
@@ -14,12 +18,27 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from study import record as R
+
+_DRIVER_VIEW: "StudyProgress | None" = None  # the view this process's study drives (the latest built)
+
+
+def _driver_view(total: int, metric: str, mode: str) -> "StudyProgress":
+    """What a pickled StudyProgress becomes: the view this process built, else a quiet new one."""
+    return _DRIVER_VIEW if _DRIVER_VIEW is not None else StudyProgress(total, metric, live=False, mode=mode)
+
 
 class StudyProgress(Callback):
-    def __init__(self, total: int, metric: str, live: bool = True, mode: str = "max"):
+    def __init__(self, total: int, metric: str, live: bool = True, mode: str | None = None):
+        """``mode``: max (the best value is the largest) or min; by default the metric registry's direction
+        (study/record.py). ValueError for a metric that has no better value."""
+        global _DRIVER_VIEW
+        mode = mode or R.metric_direction(metric)
+        if mode not in ("max", "min"):
+            raise ValueError(f"{metric}: no better value to show (not a registered metric with a direction)")
         self.total = total
         self.metric = metric
-        self.mode = mode  # max: the best value is the largest (accuracies); min: the smallest (losses)
+        self.mode = mode
         self.status: dict[str, str] = {}
         self.started: dict[str, float] = {}
         self.durations: list[float] = []
@@ -31,23 +50,26 @@ class StudyProgress(Callback):
         self._last_line = 0.0
         if self._live is not None:
             self._live.start()
+        _DRIVER_VIEW = self
 
-    # Tune pickles its run config (callbacks included) with the study's state: the terminal handles stay behind.
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_live"] = None
-        state["console"] = None
-        state["_was_live"] = self._live is not None
-        return state
+    # Tune pickles its run config (callbacks included) with the study's state: what it keeps is a reference to the
+    # driver's view (see the module doc), never the terminal handles.
+    def __reduce__(self):
+        return (_driver_view, (self.total, self.metric, self.mode))
 
-    def __setstate__(self, state):
-        was_live = state.pop("_was_live", False)
-        self.__dict__.update(state)
-        self.console = Console()
-        self.t0 = time.time()
-        if was_live:
-            self._live = Live(self._render(), console=self.console, refresh_per_second=2, transient=False)
-            self._live.start()
+    def get_state(self) -> dict:
+        """What a resumed driver's view takes over (Tune saves it with the study's state)."""
+        return {"status": dict(self.status), "durations": list(self.durations),
+                "best": {(self.metric, self.mode): (self.best, self.best_trial)}}
+
+    def set_state(self, state: dict) -> None:
+        self.status.update(state.get("status", {}))
+        self.durations = list(state.get("durations", [])) + self.durations
+        best = state.get("best", {}).get((self.metric, self.mode))  # only when it followed the same metric
+        if best is not None and best[0] is not None:
+            value, trial = best
+            if self.best is None or (value < self.best if self.mode == "min" else value > self.best):
+                self.best, self.best_trial = value, trial
 
     # -- Tune hooks ------------------------------------------------------------------------------------------------
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -59,7 +81,7 @@ class StudyProgress(Callback):
         value = result.get(self.metric)
         if not isinstance(value, (int, float)):
             value = None
-        minimise = getattr(self, "mode", "max") == "min"
+        minimise = self.mode == "min"
         if value is not None and (self.best is None or (value < self.best if minimise else value > self.best)):
             self.best, self.best_trial = float(value), trial.trial_id
         self._update(trials)

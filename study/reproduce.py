@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
+from study import record as R  # noqa: E402
 
 DEFAULT_METRICS = ("acc/sound_probe_h/k5", "acc/sound_probe_h/k20", "acc/image_probe_h/k5", "loss/total")
 
@@ -23,11 +25,12 @@ DEFAULT_METRICS = ("acc/sound_probe_h/k5", "acc/sound_probe_h/k20", "acc/image_p
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python study/reproduce.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--study", required=True)
-    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    p.add_argument("--tracking-uri", default=None, help=f"default $MLFLOW_TRACKING_URI, else {R.DEFAULT_TRACKING_URI}")
     p.add_argument("--where", nargs="+", default=[], metavar="PARAM=VALUE", help="params that pick one trial run")
     p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS))
     p.add_argument("--tolerance", type=float, default=0.0, help="largest accepted |now - recorded|")
     args = p.parse_args(argv)
+    args.tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or R.DEFAULT_TRACKING_URI
 
     from mlflow import MlflowClient
 
@@ -44,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         print("error: --where: expected PARAM=VALUE items", file=sys.stderr)
         return 2
-    runs = [r for r in client.search_runs([exp.experiment_id], "tags.`bma.role` = 'trial' and attributes.status = 'FINISHED'",
+    runs = [r for r in client.search_runs([exp.experiment_id], f"tags.`{R.ROLE}` = '{R.ROLE_TRIAL}' and attributes.status = 'FINISHED'",
                                           max_results=50_000)
             if all(r.data.params.get(k) == v for k, v in wanted.items())]
     if len(runs) != 1:

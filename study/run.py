@@ -15,17 +15,18 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
+from study import record as R  # noqa: E402
+from study import storage as results_store  # noqa: E402
 from study.spec import SpecError, StudySpec, load_spec  # noqa: E402
+from study.storage import FINGERPRINT_FILE, StorageError  # noqa: E402,F401  (FINGERPRINT_FILE: kept importable)
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_TRIALS_FAILED = 0, 2, 3
-FINGERPRINT_FILE = "bma_fingerprint.txt"
 
 
 def _positive_int(text: str) -> int:
@@ -43,11 +44,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("spec", help="study spec YAML (see study/specs/ and docs/spec.md)")
     p.add_argument("--smoke", action="store_true", help="shrink the spec to a seconds-long run (tiny sizes, one epoch)")
     p.add_argument("--address", default=None, help="Ray cluster: 'auto' (on a cluster node) or ray://HOST:10001; default: embedded Ray")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else "
+                   f"{R.DEFAULT_TRACKING_URI} (in the current folder)")
     p.add_argument("--storage", default=None, help="Tune results folder or s3://, gs:// URI; default ./ray_results")
     p.add_argument("--num-cpus", type=_positive_int, default=None, help="CPUs of the embedded Ray (default: all)")
     p.add_argument("--metric", default=None, help="metric whose best value the progress view shows (default: a "
-                   "search's metric, else acc/sound_probe_h)")
+                   f"search's metric, else {R.PROGRESS_METRIC}); max or min as study/record.py METRICS says")
     p.add_argument("--fresh", action="store_true", help="start over: set aside earlier Tune results of this study name")
     p.add_argument("--validate-only", action="store_true", help="check the spec, the results store and folders, and the data; start nothing")
     p.add_argument("-v", "--verbose", action="store_true", help="show Ray's and Tune's own logs")
@@ -55,7 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def resolve_tracking_uri(arg: str | None) -> str:
-    uri = arg or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    uri = arg or os.environ.get("MLFLOW_TRACKING_URI") or R.DEFAULT_TRACKING_URI
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         # Trials run in other working folders: make the store's path absolute.
         uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
@@ -132,7 +134,7 @@ def unwritable(folder: Path) -> tuple[Path, str] | None:
 
 def output_problems(tracking_uri: str, storage: str, experiment_dir: Path | None) -> list[str]:
     """The MLflow store and the Tune results must be reachable and writable: one line per folder that is not."""
-    problems = [p for p in [tracking_problem(tracking_uri)] if p]
+    problems = [p for p in [tracking_problem(tracking_uri), results_store.storage_problem(storage)] if p]
     targets = {}
     if (folder := local_store_folder(tracking_uri)) is not None:
         targets[f"the MLflow store ({tracking_uri})"] = folder
@@ -243,17 +245,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
+    if problem := metric_problem(args.metric):
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     tracking_uri = resolve_tracking_uri(args.tracking_uri)
     storage = resolve_storage(args.storage)
     name = spec.name + ("-smoke" if args.smoke else "")
     experiment_dir = None if "://" in storage else Path(storage) / name
     fingerprint = spec.fingerprint()
-    if experiment_dir is not None and experiment_dir.exists() and not args.fresh:
-        saved = experiment_dir / FINGERPRINT_FILE
-        if saved.is_file() and saved.read_text(errors="replace").strip() != fingerprint:
-            print(f"error: {experiment_dir} holds results of a different version of study {name!r} "
-                  f"(spec changed since). Rename the study, or pass --fresh to set the old results aside.", file=sys.stderr)
-            return EXIT_BAD_INPUT
+    try:
+        results_store.study_location(storage, name)  # an unknown scheme is refused now, with --fresh too
+        saved = None if args.fresh else results_store.saved_fingerprint(storage, name)
+    except StorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if saved is not None and saved != fingerprint:
+        print(f"error: {results_store.shown(results_store.experiment_path(storage, name))} holds results of a "
+              f"different version of study {name!r} (spec changed since). Rename the study, or pass --fresh to set "
+              "the old results aside.", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
     # Where results will go, checked before the data (which may take minutes) and before Ray: an unreachable server
     # or a read-only folder is refused in seconds, with nothing written.
@@ -277,6 +287,27 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(1, thread_name_prefix="bma-data") as pool:
         data = pool.submit(prepare_then_store, spec, args, name, fingerprint, tracking_uri)
         return run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_dir, args, distinct)
+
+
+def progress_metric(spec: StudySpec, args) -> tuple[str, str | None]:
+    """(metric, mode) the progress view follows: --metric, else a search's metric and mode, else the default; the
+    mode None means the metric registry's direction."""
+    if spec.search is not None and args.metric in (None, spec.search["metric"]):
+        return spec.search["metric"], spec.search["mode"]
+    return args.metric or R.PROGRESS_METRIC, None
+
+
+def metric_problem(metric: str | None) -> str | None:
+    """Why --metric cannot be followed (unknown, or no better value), or None."""
+    if metric is None:
+        return None
+    family = R.metric_family(metric)
+    if family is None:
+        return (f"--metric {metric}: not a metric the trials report (study/record.py METRICS lists the families, "
+                f"e.g. {R.PROGRESS_METRIC}, loss/total, {R.SELECTION_METRIC})")
+    if family.direction is None:
+        return f"--metric {metric}: has no better value ({family.doc}); choose a metric that is maximised or minimised"
+    return None
 
 
 def fits_this_machine(resources: dict[str, float], args) -> bool:
@@ -317,7 +348,7 @@ def open_store(spec: StudySpec, name: str, fingerprint: str, tracking_uri: str, 
     client = MlflowClient(tracking_uri)
     experiment_id = ensure_experiment(client, name, tracking_uri)
     spec_text = Path(spec.source_path).read_text() if Path(spec.source_path).is_file() else ""
-    return experiment_id, ensure_parent_run(client, experiment_id, name, fingerprint, spec_text)
+    return experiment_id, ensure_parent_run(client, experiment_id, name, fingerprint, spec_text, spec.axes)
 
 
 def data_refused(spec_path: str, problems: list[str]) -> int:
@@ -325,16 +356,9 @@ def data_refused(spec_path: str, problems: list[str]) -> int:
     return EXIT_BAD_INPUT
 
 
-def set_aside(experiment_dir: Path | None, fresh: bool) -> str | None:
-    """--fresh: move the earlier Tune results aside; the problem, or None."""
-    if fresh and experiment_dir is not None and experiment_dir.exists():
-        aside = experiment_dir.with_name(f"{experiment_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-        try:
-            shutil.move(str(experiment_dir), aside)
-        except OSError as exc:
-            return f"--fresh: cannot move {experiment_dir} aside ({exc.strerror or exc})"
-        print(f"--fresh: earlier results moved to {aside}")
-    return None
+def set_aside(storage: str, name: str, fresh: bool) -> str | None:
+    """--fresh: move the earlier Tune results aside (a folder or any --storage URI); the problem, or None."""
+    return results_store.set_aside(storage, name) if fresh else None
 
 
 def study_line(spec: StudySpec, name: str, distinct) -> str:
@@ -451,7 +475,7 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
     if problems:
         ray.shutdown()
         return data_refused(args.spec, problems)
-    problem = set_aside(experiment_dir, args.fresh)
+    problem = set_aside(storage, name, args.fresh)
     if problem:
         ray.shutdown()
         print(f"error: {problem}", file=sys.stderr)
@@ -477,7 +501,7 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
         context = StudyContext(name, tracking_uri, experiment_id, parent_run_id, dict(spec.base),
                                driver_ip=ray.util.get_node_ip_address(),
                                remote_tracking_uri=remote_uri if remote_uri != tracking_uri else None,
-                               git_commit=git_commit())
+                               git_commit=git_commit(), axes=spec.axes)
         # One object-store entry per data setting: a trial fetches only its own features, never the study's all.
         # The features are never written after they are computed (the trials index them into their own tensors),
         # which is what Ray's warning about zero-copy tensors asks for.
@@ -492,9 +516,7 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
         else:
             param_space, search_keywords = search_config(spec)
         total = len(distinct) if distinct is not None else spec.n_trials
-        metric, mode = args.metric or "acc/sound_probe_h", "max"
-        if spec.search is not None and args.metric in (None, spec.search["metric"]):
-            metric, mode = spec.search["metric"], spec.search["mode"]
+        metric, mode = progress_metric(spec, args)
         progress = StudyProgress(total=total, metric=metric, live=sys.stdout.isatty(), mode=mode)
         run_config = tune.RunConfig(
             name=name,
@@ -504,9 +526,9 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
             callbacks=[progress],
             verbose=2 if args.verbose else 0,
         )
-        path = str(experiment_dir) if experiment_dir is not None else f"{storage.rstrip('/')}/{name}"
+        path = results_store.experiment_path(storage, name)  # a URI keeps its query (endpoint_override=...) last
         if tune.Tuner.can_restore(path):
-            print(f"resuming study {name} from {path}")
+            print(f"resuming study {name} from {results_store.shown(path)}")
             tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True, param_space=param_space)
         else:
             tuner = tune.Tuner(
@@ -516,9 +538,11 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
                                             **search_keywords),
                 run_config=run_config,
             )
-        if experiment_dir is not None:
-            experiment_dir.mkdir(parents=True, exist_ok=True)
-            (experiment_dir / FINGERPRINT_FILE).write_text(fingerprint)
+        try:
+            results_store.write_fingerprint(storage, name, fingerprint)
+        except StorageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         results = tuner.fit()
     finally:
         ray.shutdown()

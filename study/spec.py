@@ -13,6 +13,7 @@ the validator reports them all.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -26,7 +27,8 @@ from typing import Any
 
 import yaml
 
-from bma.config import FLAT_TYPES, SHORT_NAMES, ConfigError, TrialConfig, effective_config
+from bma.config import FLAT_TYPES, SHORT_NAMES, ConfigError, SourceConfig, TrialConfig, effective_config
+from study import record as R
 
 TOP_LEVEL = {"name", "description", "data", "grid", "trial", "arms", "resources", "max_concurrent_trials", "max_failures",
              "smoke", "search"}
@@ -40,7 +42,7 @@ SCHEDULERS = ("asha",)
 DISTRIBUTIONS = {"uniform": (float,), "loguniform": (float,), "randint": (int,), "lograndint": (int,),
                  "choice": (float, int, str, bool)}
 DATA_KEYS = {"image", "sound", "classmap", "cache_dir"}
-SOURCE_KEYS = {"source", "root", "test_fold", "download"}
+SOURCE_KEYS = {f.name for f in dataclasses.fields(SourceConfig)}  # a data.<side> block's keys: SourceConfig's fields
 RESOURCE_KEYS = {"cpu", "gpu"}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_TRIALS = 20_000
@@ -117,6 +119,14 @@ class StudySpec:
                 group = groups[eff] = DistinctTrial(arm, point, eff.to_flat(), [])
             group.members.append(cell_overrides(cfg.to_flat(), group.effective, arm))
         return list(groups.values())
+    @property
+    def axes(self) -> tuple[str, ...]:
+        """What the study varies besides the seed (recorded on its parent run; the analysis groups cells by it):
+        the variant, the grid's keys, the search space's keys, and the arm when there are named arms."""
+        keys = [R.VARIANT_KEY] + list(self.grid) + list((self.search or {}).get("space", {}))
+        keys += [R.ARM] if self.arms else []
+        return tuple(dict.fromkeys(k for k in keys if k != R.SEED_KEY))
+
     def fingerprint(self) -> str:
         """Identifies the study's content: resuming with a changed spec is refused rather than mixed."""
         content: dict[str, Any] = {"base": self.base, "grid": self.grid}
@@ -139,7 +149,7 @@ class DistinctTrial:
     members: list[dict[str, Any]]
 
 
-ARM_CELL = "bma.arm"  # the key of a member's arm name in a cell override
+ARM_CELL = R.ARM  # the key of a member's arm name in a cell override
 
 
 def cell_overrides(flat: dict[str, Any], effective: dict[str, Any], arm: str | None) -> dict[str, Any]:
@@ -562,11 +572,28 @@ def _parse_search(raw: Any, grid: dict, arms: dict, base: dict, settable, proble
     if scheduler is not None and scheduler not in SCHEDULERS:
         problems.append(f"search.scheduler: expected null or one of {SCHEDULERS}, got {_show(scheduler)}")
     metric, mode = raw.get("metric"), raw.get("mode")
-    if (algorithm != "grid" or scheduler is not None) and (not isinstance(metric, str) or not metric):
-        problems.append(f"search.metric: expected the name of a reported metric (e.g. acc/sound_probe_h), got "
+    selects = algorithm != "grid" or scheduler is not None
+    family = R.metric_family(metric) if isinstance(metric, str) else None
+    if selects and (not isinstance(metric, str) or not metric):
+        problems.append(f"search.metric: expected the name of a reported metric (e.g. {R.SELECTION_METRIC}), got "
                         f"{_show(metric)}")
-    if (algorithm != "grid" or scheduler is not None) and mode not in ("max", "min"):
+    elif selects and family is None:
+        problems.append(f"search.metric: {metric} is not a metric the trials report (see study/record.py METRICS; "
+                        f"e.g. {R.SELECTION_METRIC})")
+    elif selects and family.split not in R.SELECTABLE_SPLITS:
+        problems.append(f"search.metric: {metric} is measured on the {family.split} split; a search selects "
+                        f"settings, so it reads the {' or '.join(R.SELECTABLE_SPLITS)} split only (e.g. "
+                        f"{R.SELECTION_METRIC})")
+    elif selects and family.direction is None:
+        problems.append(f"search.metric: {metric} has no better value (a count, a rate or an entropy); choose one "
+                        "that does")
+    if selects and mode is None and family is not None and family.direction is not None:
+        mode = family.direction  # the registry knows which value is better
+    if selects and mode not in ("max", "min"):
         problems.append(f"search.mode: expected max or min, got {_show(mode)}")
+    elif selects and family is not None and family.direction not in (None, mode):
+        problems.append(f"search.mode: {mode}, but a better {metric} is a {'larger' if family.direction == 'max' else 'smaller'}"
+                        f" one (mode: {family.direction})")
     num = raw.get("num_samples", 1 if algorithm == "grid" else None)
     if isinstance(num, bool) or not isinstance(num, int) or num < 1:
         problems.append(f"search.num_samples: expected a whole number of trials >= 1, got {_show(num)}")
@@ -663,12 +690,13 @@ def _distribution(dist: Any, where: str, problems: list[str]) -> tuple[str | Non
 
 def reported_every_round(metric: str, cfg: TrialConfig) -> bool:
     """Whether every report of a trial carries ``metric`` (Tune's searchers and schedulers need it in each one):
-    training losses and train/* always; information probes when eval.info_every is 1; evaluation metrics when
-    eval.eval_every is 1."""
-    if metric.startswith(("loss/", "train/")) or metric == "time/epoch_s":
-        return True
-    if metric.startswith("info/"):
+    training losses, train/* and time/epoch_s always; information probes (and their timing) when eval.info_every
+    is 1; evaluation metrics, the validation losses and their timing when eval.eval_every is 1."""
+    family = R.metric_family(metric)
+    if metric.startswith("info/") or metric == "time/info_s":
         return cfg.eval.info_every == 1
+    if family is not None and family.split == "train" and metric != "time/eval_s":
+        return True
     return cfg.eval.eval_every == 1
 
 
@@ -697,8 +725,7 @@ def _space_problems(spec: StudySpec) -> list[str]:
         if cfg is not None and not reported_every_round(metric, cfg):
             every = "eval.info_every" if metric.startswith("info/") else "eval.eval_every"
             out[f"search.metric: {metric} is reported every {getattr(cfg.eval, every.split('.')[1])} rounds, but a "
-                f"searcher and a scheduler read it in every report; set trial.{every}: 1, or search on a training "
-                "loss (loss/total)"] = None
+                f"searcher and a scheduler read it in every report; set trial.{every}: 1"] = None
     for path, (kind, args) in spec.search["space"].items():
         label = spec.labels.get(path, f"search.space.{path}")
         values = args if kind == "choice" else [args[0], args[1] - 1 if kind.endswith("randint") else args[1]]
@@ -800,7 +827,7 @@ def shrink_for_smoke(spec: StudySpec) -> StudySpec:
         sizes = sorted(grid["regime.train_size"])
         grid["regime.train_size"] = [min(v, 100 * (i + 1)) for i, v in enumerate(sizes)]
     else:
-        base["regime.train_size"] = min(int(base.get("regime.train_size", 2000)), 100)
+        base["regime.train_size"] = min(int(base.get("regime.train_size", TrialConfig().regime.train_size)), 100)
     base.update(spec.smoke)
     for key in list(grid):
         if key in spec.smoke or key in SMOKE_DEFAULTS:

@@ -16,6 +16,7 @@ from ray import tune
 
 from bma.config import TrialConfig, effective_config
 from bma.trainer import TrialData, data_identity, fit
+from study import record as R
 from trainables.tracking import TrialTracker, finished_run
 
 RUN_ID_FILE = "mlflow_run.json"
@@ -23,8 +24,6 @@ ARM_KEY = "arm"  # the Tune dict key of a spec's named arm: {"name": ..., "setti
 # A grid study's Tune dict: {POINT_KEY: {grid path: value, ARM_KEY: ..., CELLS_KEY: [...]}}, one per distinct trial;
 # CELLS_KEY lists, per grid point the trial stands for, the settings that place it in that point's cell.
 POINT_KEY, CELLS_KEY = "point", "cells"
-CELLS_TAG, SHARED_TAG, STOPPED_TAG = "bma.cells", "bma.shared", "bma.stopped_early"
-TAG_CHUNK = 7000  # MLflow's tag values hold at most 8,000 characters: a long cell list spans bma.cells, bma.cells.1, ...
 
 
 @dataclass(frozen=True)
@@ -39,6 +38,7 @@ class StudyContext:
     driver_ip: str | None = None
     remote_tracking_uri: str | None = None  # the loopback tracking URI as reachable from other machines
     git_commit: str | None = None  # the driver's code version, computed once per study
+    axes: tuple[str, ...] = ()  # the study's axes (study/record.py): each trial's run name shows its values
 
     def tracking_uri_here(self) -> str:
         """A loopback URI works on the driver's machine (and may be the only address its server listens on);
@@ -84,22 +84,9 @@ def placement(cfg: TrialConfig) -> dict[str, str]:
 
     from bma.trainer import resolve_device
 
-    return {
-        "bma.node_id": ray.get_runtime_context().get_node_id(),
-        "bma.hostname": socket.gethostname(),
-        "bma.gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
-        "bma.device": str(resolve_device(granted_device(cfg))),
-    }
-
-
-def cell_tags(cells: list[dict] | None) -> dict[str, str]:
-    """bma.shared (how many grid points the trial counts in) and bma.cells (JSON: per point, the settings that
-    place the trial in its cell), when the trial stands for more than its own configuration."""
-    if not cells or (len(cells) == 1 and not cells[0]):
-        return {}
-    text = json.dumps(cells, sort_keys=True, default=str)
-    chunks = [text[i:i + TAG_CHUNK] for i in range(0, len(text), TAG_CHUNK)]
-    return {SHARED_TAG: str(len(cells)), **{CELLS_TAG + (f".{i}" if i else ""): c for i, c in enumerate(chunks)}}
+    where = (ray.get_runtime_context().get_node_id(), socket.gethostname(),
+             ",".join(str(g) for g in ray.get_gpu_ids()), str(resolve_device(granted_device(cfg))))
+    return dict(zip(R.PLACEMENT, where))
 
 
 def trial_config(tune_config: dict, base: dict) -> tuple[TrialConfig, dict, list | None]:
@@ -129,8 +116,8 @@ def train_bma(tune_config: dict, study: StudyContext, data: dict[str, "TrialData
     tracking_uri = study.tracking_uri_here()
     tracker = TrialTracker(tracking_uri, study.experiment_id, study.parent_run_id, study.name, cfg,
                            tune_trial_id=tune.get_context().get_trial_id() or "", run_id=run_id,
-                           commit=study.git_commit,
-                           tags={**placement(cfg), **({"bma.arm": arm["name"]} if arm else {}), **cell_tags(cells)})
+                           commit=study.git_commit, tags={**placement(cfg), **R.cells_tags(cells)},
+                           axes=study.axes, arm=arm.get("name") if arm else None)
     if resume_dir is not None:
         from bma.trainer import load_checkpoint
 

@@ -1,12 +1,5 @@
-"""MLflow records of a study: one experiment per study, a parent run per study, one run per trial.
-
-Schema (analysis/ and the docs rely on it):
-- experiment name = study name; experiment tag ``bma.study``;
-- parent run: tag ``bma.role=study``, ``bma.fingerprint`` (the spec's content hash);
-- trial run: name = regime string, tags ``bma.role=trial``, ``bma.study``, ``bma.variant``, ``bma.regime`` (cell
-  without seed), ``bma.seed``, ``bma.trial_key`` (hash of the trial config: the identity that makes a resumed trial
-  find its run), ``bma.trial_id`` (Ray Tune's), ``bma.git_commit``, ``bma.status`` (running|finished|failed),
-  ``bma.error``; params = every field of the flat trial config; metrics per epoch, step = epoch.
+"""MLflow records of a study, written through the record contract in study/record.py (its module doc has the
+layout: experiment, parent run, trial runs, their tags, params and metrics).
 """
 
 from __future__ import annotations
@@ -26,9 +19,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from bma.config import TrialConfig
+from study import record as R
 
 T = TypeVar("T")
-ROLE, STUDY, FINGERPRINT = "bma.role", "bma.study", "bma.fingerprint"
 
 
 def retry(call: Callable[[], T], attempts: int = 8, what: str = "MLflow call") -> T:
@@ -113,15 +106,8 @@ def git_commit() -> str:
         return "unknown"
 
 
-def regime_name(cfg: TrialConfig, with_seed: bool = True) -> str:
-    r, m = cfg.regime, cfg.model
-    name = f"p{r.pairing_ratio:g}_n{r.train_size}_m{m.memory_slots}_tm{m.tau_m:g}_tl{cfg.loss.tau_l:g}"
-    return name + (f"_s{r.seed}" if with_seed else "")
-
-
 def trial_key(study: str, cfg: TrialConfig) -> str:
-    blob = json.dumps({"study": study, "config": cfg.to_flat()}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return R.trial_key(study, cfg.to_flat())
 
 
 def default_artifact_location(tracking_uri: str) -> str | None:
@@ -140,16 +126,19 @@ def ensure_experiment(client: MlflowClient, study: str, tracking_uri: str) -> st
             retry(lambda: client.restore_experiment(exp.experiment_id))
         return exp.experiment_id
     try:
-        return retry(lambda: client.create_experiment(study, artifact_location=default_artifact_location(tracking_uri), tags={STUDY: study}))
+        return retry(lambda: client.create_experiment(study, artifact_location=default_artifact_location(tracking_uri),
+                                                      tags={R.STUDY: study}))
     except MlflowException:  # created concurrently by someone else
         return retry(lambda: client.get_experiment_by_name(study)).experiment_id
 
 
-def ensure_parent_run(client: MlflowClient, experiment_id: str, study: str, fingerprint: str, spec_text: str) -> str:
-    """The study's parent run; a resumed study (same fingerprint) reuses it."""
+def ensure_parent_run(client: MlflowClient, experiment_id: str, study: str, fingerprint: str, spec_text: str,
+                      axes: list[str] | tuple[str, ...]) -> str:
+    """The study's parent run, recording the study's axes (the analysis groups cells by them); a resumed study
+    (same fingerprint) reuses it."""
     found = retry(lambda: client.search_runs(
         [experiment_id],
-        f"tags.`{ROLE}` = 'study' and tags.`{FINGERPRINT}` = '{fingerprint}'",
+        f"tags.`{R.ROLE}` = '{R.ROLE_STUDY}' and tags.`{R.FINGERPRINT}` = '{fingerprint}'",
         max_results=1,
     ))
     if found:
@@ -157,7 +146,9 @@ def ensure_parent_run(client: MlflowClient, experiment_id: str, study: str, fing
         if found[0].info.status != "RUNNING":
             retry(lambda: client.update_run(run_id, status="RUNNING"))
         return run_id
-    run = retry(lambda: client.create_run(experiment_id, run_name=study, tags={ROLE: "study", STUDY: study, FINGERPRINT: fingerprint, "bma.git_commit": git_commit()}))
+    tags = {R.ROLE: R.ROLE_STUDY, R.STUDY: study, R.FINGERPRINT: fingerprint, R.AXES: R.axes_tag(axes),
+            R.GIT_COMMIT: git_commit()}
+    run = retry(lambda: client.create_run(experiment_id, run_name=study, tags=tags))
     retry(lambda: client.log_text(run.info.run_id, spec_text, "spec.yaml"))
     return run.info.run_id
 
@@ -167,8 +158,11 @@ def finished_run(tracking_uri: str, experiment_id: str, study: str, cfg: TrialCo
     client = MlflowClient(tracking_uri)
     key = trial_key(study, cfg)
     found = retry(lambda: client.search_runs(
-        [experiment_id], f"tags.`bma.trial_key` = '{key}' and attributes.status = 'FINISHED'", max_results=1))
+        [experiment_id], f"tags.`{R.TRIAL_KEY}` = '{key}' and attributes.status = 'FINISHED'", max_results=1))
     return found[0] if found else None
+
+
+LOGGED_EVERY_ROUND = "loss/total"  # every variant logs it each round: its history says which rounds MLflow holds
 
 
 class TrialTracker:
@@ -176,24 +170,28 @@ class TrialTracker:
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, study: str, cfg: TrialConfig,
                  tune_trial_id: str = "", run_id: str | None = None, commit: str | None = None,
-                 tags: dict[str, str] | None = None):
+                 tags: dict[str, str] | None = None, axes: list[str] | tuple[str, ...] = (), arm: str | None = None):
         """``commit``: the code's git commit when the caller knows it (the driver's, once per study: two git
-        subprocesses per trial otherwise); ``tags``: more tags, set with the run's own (one call fewer)."""
+        subprocesses per trial otherwise); ``tags``: more tags, set with the run's own (one call fewer); ``axes``:
+        the study's axes and ``arm`` the trial's named arm (its run name shows its value of each)."""
         self.client = MlflowClient(tracking_uri)
         self.cfg = cfg
         key = trial_key(study, cfg)
         if run_id is None:
-            found = retry(lambda: self.client.search_runs([experiment_id], f"tags.`bma.trial_key` = '{key}'", max_results=1))
+            found = retry(lambda: self.client.search_runs([experiment_id], f"tags.`{R.TRIAL_KEY}` = '{key}'",
+                                                          max_results=1))
             run_id = found[0].info.run_id if found else None
         if run_id is None:
+            flat = cfg.to_flat()
             tags = {
-                ROLE: "trial", STUDY: study, "mlflow.parentRunId": parent_run_id,
-                "bma.variant": cfg.model.variant, "bma.regime": regime_name(cfg, with_seed=False),
-                "bma.seed": str(cfg.regime.seed), "bma.trial_key": key, "bma.trial_id": tune_trial_id,
-                "bma.git_commit": commit or git_commit(), "bma.status": "running", "bma.attempts": "1",
-                **(tags or {}),
+                R.ROLE: R.ROLE_TRIAL, R.STUDY: study, R.PARENT: parent_run_id,
+                R.VARIANT: cfg.model.variant, R.REGIME: R.regime_name(flat, with_seed=False),
+                R.SEED: str(cfg.regime.seed), R.TRIAL_KEY: key, R.TRIAL_ID: tune_trial_id,
+                R.GIT_COMMIT: commit or git_commit(), R.STATUS: "running", R.ATTEMPTS: "1",
+                **({R.ARM: arm} if arm else {}), **(tags or {}),
             }
-            run = retry(lambda: self.client.create_run(experiment_id, run_name=f"{cfg.model.variant}_{regime_name(cfg)}", tags=tags))
+            name = R.run_name(flat, axes, key, arm)
+            run = retry(lambda: self.client.create_run(experiment_id, run_name=name, tags=tags))
             self.run_id = run.info.run_id
             params = [Param(k, _param_text(v)) for k, v in sorted(cfg.to_flat().items())]
             for i in range(0, len(params), 90):  # MLflow takes at most 100 params per batch
@@ -201,10 +199,10 @@ class TrialTracker:
         else:
             self.run_id = run_id
             run = retry(lambda: self.client.get_run(run_id))
-            attempts = int(run.data.tags.get("bma.attempts", "1")) + 1
+            attempts = int(run.data.tags.get(R.ATTEMPTS, "1")) + 1
             more = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
-            retry(lambda: self.client.log_batch(run_id, tags=[RunTag("bma.status", "running"),
-                                                              RunTag("bma.attempts", str(attempts))] + more))
+            retry(lambda: self.client.log_batch(run_id, tags=[RunTag(R.STATUS, "running"),
+                                                              RunTag(R.ATTEMPTS, str(attempts))] + more))
             if run.info.status != "RUNNING":
                 retry(lambda: self.client.update_run(run_id, status="RUNNING"))
 
@@ -212,7 +210,7 @@ class TrialTracker:
         retry(lambda: self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]))
 
     def logged_epochs(self) -> set[int]:
-        history = retry(lambda: self.client.get_metric_history(self.run_id, "loss/total"))
+        history = retry(lambda: self.client.get_metric_history(self.run_id, LOGGED_EVERY_ROUND))
         return {m.step for m in history}
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
@@ -235,15 +233,15 @@ class TrialTracker:
     def finish(self, summary: dict[str, Any], stopped_early: bool = False) -> None:
         """The run ends FINISHED; a trial a scheduler stopped early is tagged bma.stopped_early=true (the analysis
         counts it, and says so)."""
-        tags = [RunTag("bma.status", "finished")] + [RunTag(f"bma.regime_count.{k}", str(v)) for k, v in summary.items()]
+        tags = [RunTag(R.STATUS, "finished")] + [RunTag(f"{R.REGIME_COUNT}{k}", str(v)) for k, v in summary.items()]
         if stopped_early:
-            tags.append(RunTag("bma.stopped_early", "true"))
+            tags.append(RunTag(R.STOPPED_EARLY, "true"))
         retry(lambda: self.client.log_batch(self.run_id, tags=tags))
         retry(lambda: self.client.set_terminated(self.run_id, status="FINISHED"))
 
     def fail(self, error: BaseException) -> None:
         text = f"{type(error).__name__}: {error}"[:4000]
-        retry(lambda: self.client.log_batch(self.run_id, tags=[RunTag("bma.status", "failed"), RunTag("bma.error", text)]))
+        retry(lambda: self.client.log_batch(self.run_id, tags=[RunTag(R.STATUS, "failed"), RunTag(R.ERROR, text)]))
         retry(lambda: self.client.set_terminated(self.run_id, status="FAILED"))
 
 
@@ -261,16 +259,16 @@ def mark_stopped_early(tracking_uri: str, experiment_id: str, parent_run_id: str
     last reported metrics. Returns how many runs were marked."""
     client = MlflowClient(tracking_uri)
     running = retry(lambda: client.search_runs(
-        [experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'",
+        [experiment_id], f"tags.`{R.PARENT}` = '{parent_run_id}' and attributes.status = 'RUNNING'",
         max_results=10_000))
     marked = 0
     for run in running:
-        metrics = last_results.get(run.data.tags.get("bma.trial_id", ""))
+        metrics = last_results.get(run.data.tags.get(R.TRIAL_ID, ""))
         if metrics is None:
             continue
         epoch = metrics.get("epoch")
         if isinstance(epoch, (int, float)):
-            logged = {m.step for m in retry(lambda: client.get_metric_history(run.info.run_id, "loss/total"))}
+            logged = {m.step for m in retry(lambda: client.get_metric_history(run.info.run_id, LOGGED_EVERY_ROUND))}
             if int(epoch) not in logged:
                 now = int(time.time() * 1000)
                 batch = [Metric(k, float(v), now, int(epoch)) for k, v in metrics.items()
@@ -283,7 +281,7 @@ def mark_stopped_early(tracking_uri: str, experiment_id: str, parent_run_id: str
             complete = int(epoch) >= num_rounds(TrialConfig.from_flat(run.data.params))
         except (ValueError, TypeError):  # no epoch reported, or params that no longer make a config
             complete = False
-        tags = [RunTag("bma.status", "finished")] + ([] if complete else [RunTag("bma.stopped_early", "true")])
+        tags = [RunTag(R.STATUS, "finished")] + ([] if complete else [RunTag(R.STOPPED_EARLY, "true")])
         retry(lambda: client.log_batch(run.info.run_id, tags=tags))
         retry(lambda: client.set_terminated(run.info.run_id, status="FINISHED"))
         marked += 1

@@ -28,7 +28,7 @@ Information plane: the deterministic-map quantities (recall, cycles) also get a 
 bounds, critics, the noise-regularised conditional entropy) fit on one random half of the rows and evaluate on the
 other.
 
-Cost: N <= ``max_samples`` rows (1000 by default, subsampled with ``seed``); neural estimators only when asked.
+Cost: N <= ``max_samples`` rows (``EvalConfig.info_samples`` by default, subsampled with ``seed``); neural estimators only when asked.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize_scalar
 
+from bma.config import EvalConfig  # the probes' defaults are the trial's (one owner)
 from bma.info.estimators import CONTINUOUS_MI_ESTIMATORS, get_mi_estimator
 from bma.info.estimators.discrete import MillerMadowMI, entropy_of_distribution, plugin_entropy_from_counts
 from bma.info.interface import as_2d
@@ -115,7 +116,8 @@ def pca_project(x: np.ndarray, dim: int) -> np.ndarray:
     return xc @ _top_principal_axes(xc, dim)
 
 
-def probe_bound(h: np.ndarray, y: np.ndarray, fit: np.ndarray, test: np.ndarray, max_iter: int = 200) -> float:
+def probe_bound(h: np.ndarray, y: np.ndarray, fit: np.ndarray, test: np.ndarray,
+                max_iter: int = EvalConfig.probe_max_iter) -> float:
     """Variational lower bound I(h; Y) >= H(Y) - CE, nats.
 
     A multinomial logistic regression (L2, C = 1, standardised features) is fitted on the rows ``fit``; CE is its
@@ -332,14 +334,14 @@ def _rows(a: np.ndarray | None, name: str, n: int | None) -> np.ndarray | None:
 
 def compute_probes(
     inp: ProbeInputs,
-    estimators: tuple[str, ...] = ("auto",),
+    estimators: tuple[str, ...] = EvalConfig.info_estimators,
     seed: int = 0,
     project_dim: int = 8,
     *,
-    max_samples: int = 1000,
+    max_samples: int = EvalConfig.info_samples,
     noise_sigma: float = 0.1,
     mi_sigma: float = 1.0,
-    probe_max_iter: int = 200,
+    probe_max_iter: int = EvalConfig.probe_max_iter,
     reasons: dict[str, str] | None = None,
 ) -> dict[str, float]:
     """All probes of the plan's Table 1 on held-out arrays: {"info/<quantity>/<estimator>": nats} + info/n_samples.

@@ -1,4 +1,5 @@
-"""A hand-built MLflow store with the study engine's schema and known metric values (built once per session).
+"""An MLflow store written by the study engine's own writer (trainables.tracking) with known metric values (built
+once per session).
 
 Study ``quick``: variants unimodal and bma.
   cells with 3 seeds (0, 1, 2):      p=0.1 N=1000, p=0.5 N=1000 (memory_slots 64, tau_m 0.1), both variants
@@ -44,6 +45,8 @@ def _trial_values(variant: str, p: float, n: int, slots: int, tau_m: float, seed
         final = base - 0.05 * k + rng.normal(0, 0.01)
         out[metric] = [0.6 * final, 1.02 * final, final]  # best (epoch 2) differs from final (epoch 3)
     out["loss/total"] = [2.0 + rng.uniform(), 1.1 + rng.uniform(0, 0.1), 1.25 + rng.uniform(0, 0.1)]  # min at epoch 2
+    # the validation loss is lowest at epoch 2: model selection picks it (selected/ differs from final/)
+    out["loss/val_pair"] = [1.5 + rng.uniform(0, 0.1), 0.9 + rng.uniform(0, 0.1), 1.05 + rng.uniform(0, 0.1)]
     out["time/epoch_s"] = [3.0 + rng.uniform() for _ in range(EPOCHS)]
     if variant == "bma":
         for j, metric in enumerate(INFO_METRICS):
@@ -53,42 +56,41 @@ def _trial_values(variant: str, p: float, n: int, slots: int, tau_m: float, seed
     return out
 
 
+QUICK_AXES = ("model.variant", "regime.pairing_ratio", "regime.train_size", "model.memory_slots", "model.tau_m")
+
+
 def build_store(root) -> Store:
     from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param
+
+    from trainables.tracking import TrialTracker, ensure_experiment, ensure_parent_run
 
     uri = f"sqlite:///{root}/mlflow.db"
     client = MlflowClient(tracking_uri=uri)
     study = "quick"
-    exp = client.create_experiment(study, tags={"bma.study": study})
-    client.create_experiment("empty", tags={"bma.study": "empty"})
-    parent = client.create_run(exp, run_name=f"study-{study}", tags={"bma.role": "study", "bma.study": study})
+    exp = ensure_experiment(client, study, uri)
+    ensure_experiment(client, "empty", uri)
+    parent = ensure_parent_run(client, exp, study, "fp-quick", "name: quick\n", QUICK_AXES)
     rng = np.random.default_rng(1234)
     values, run_ids = {}, {}
-    now = int(time.time() * 1000)
-
     counter = iter(range(10_000))
 
     def trial(variant, p, n, slots, tau_m, seed, status="FINISHED", epochs=EPOCHS, error=None, exp=exp, study=study,
-              parent=parent, addressing="softmax"):
+              parent=parent, addressing="softmax", axes=QUICK_AXES):
         cfg = TrialConfig().with_updates(variant=variant, pairing_ratio=p, train_size=n, memory_slots=slots,
                                          tau_m=tau_m, seed=seed, addressing=addressing)
-        regime = f"p{p:g}_n{n}_m{slots}_tm{tau_m:g}_tl0.07"
-        bma_status = {"FINISHED": "finished", "FAILED": "failed", "RUNNING": "running", "KILLED": "failed"}[status]
-        i = next(counter)
-        tags = {"bma.role": "trial", "bma.study": study, "bma.variant": variant, "bma.trial_id": f"t{i}",
-                "bma.regime": regime, "bma.seed": str(seed), "bma.git_commit": "abc1234", "bma.status": bma_status,
-                "mlflow.parentRunId": parent.info.run_id}
-        if error:
-            tags["bma.error"] = error
-        run = client.create_run(exp, run_name=f"{variant}_{regime}_s{seed}", tags=tags, start_time=now + i)
+        tracker = TrialTracker(uri, exp, parent, study, cfg, tune_trial_id=f"t{next(counter)}", commit="abc1234",
+                               axes=axes)
         vals = _trial_values(variant, p, n, slots, tau_m, seed, rng)
-        metrics = [Metric(k, float(v[e]), now + e, e + 1) for k, v in vals.items() for e in range(epochs)]
-        params = [Param(k, str(v)) for k, v in cfg.to_flat().items()]
-        client.log_batch(run.info.run_id, metrics=metrics, params=params)
-        if status != "RUNNING":
-            client.set_terminated(run.info.run_id, status)
-        return run.info.run_id, vals
+        for e in range(epochs):
+            tracker.log_epoch(e + 1, {k: v[e] for k, v in vals.items()})
+        if status == "FINISHED":
+            tracker.finish({})
+        elif status == "FAILED":
+            tracker.fail(RuntimeError(error) if error else RuntimeError("failed"))
+        elif status == "KILLED":  # MLflow's own verdict (a user killed the run), not the engine's
+            client.set_terminated(tracker.run_id, "KILLED")
+        time.sleep(0.002)  # distinct start times: the analysis orders reruns by them
+        return tracker.run_id, vals
 
     for variant in ("unimodal", "bma"):
         for p in (0.1, 0.5):
@@ -100,18 +102,20 @@ def build_store(root) -> Store:
     for key in (("bma", 0.1, 1000, 16, 0.1, 0), ("bma", 0.1, 1000, 16, 0.1, 1), ("bma", 0.1, 1000, 64, 0.5, 0)):
         run_ids[key], values[key] = trial(*key)
     run_ids[("failed",)], _ = trial("bma", 0.5, 1000, 64, 0.1, 3, status="FAILED", epochs=1,
-                                    error="RuntimeError: CUDA out of memory")
+                                    error="CUDA out of memory")
     run_ids[("running",)], _ = trial("unimodal", 0.1, 2000, 64, 0.1, 1, status="RUNNING", epochs=1)
-    client.set_terminated(parent.info.run_id, "FINISHED")
+    client.set_terminated(parent, "FINISHED")
 
-    # study "edge": one variant, one regime; model.addressing varies (a cell key beyond CELL_KEYS); a trial run
-    # twice (the older run is superseded); a cell whose trials all failed, one before logging anything
-    edge = client.create_experiment("edge", tags={"bma.study": "edge"})
-    eparent = client.create_run(edge, run_name="study-edge", tags={"bma.role": "study", "bma.study": "edge"})
-    ekw = {"exp": edge, "study": "edge", "parent": eparent}
+    # study "edge": one variant, one regime; its axis model.addressing is not a classic one; a trial run twice (the
+    # older run predates trial keys, so the rerun could not find it: it is superseded); a cell whose trials all
+    # failed, one before logging anything
+    edge = ensure_experiment(client, "edge", uri)
+    eparent = ensure_parent_run(client, edge, "edge", "fp-edge", "name: edge\n", ("model.variant", "model.addressing"))
+    ekw = {"exp": edge, "study": "edge", "parent": eparent, "axes": ("model.variant", "model.addressing")}
     for addressing in ("softmax", "sparsemax"):
         for seed in (0, 1):
             run_ids[("edge", addressing, seed)], _ = trial("bma", 0.2, 500, 64, 0.1, seed, addressing=addressing, **ekw)
+    client.delete_tag(run_ids[("edge", "softmax", 0)], "bma.trial_key")
     run_ids[("edge", "softmax", 0, "rerun")], _ = trial("bma", 0.2, 500, 64, 0.1, 0, addressing="softmax", **ekw)
     run_ids[("edge", "topk", 0)], _ = trial("bma", 0.2, 500, 64, 0.1, 0, addressing="topk", status="FAILED",
                                             epochs=0, error="ValueError: boom", **ekw)

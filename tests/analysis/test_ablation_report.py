@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from analysis.ablation import main, report
+from study import record as R
 from tests.analysis.tracker_store import write_study
 
 ARMS = {"bma": {}, "variance": {"loss.w_variance": 1.0}, "reseed": {"model.slot_reseed_every": 50}}
@@ -23,9 +24,9 @@ def store(tmp_path_factory):
                     "info/I_hv_Y/probe_bound": 1.0 + 0.1 * seed + (0.3 + noise if arm == "variance" else 0.0),
                     "info/eff_slots_v/exact": 10.0 + seed + (0.01 * (-1) ** seed if arm == "reseed" else 0.0),  # no move
                 }
-                yield {"variant": "bma", "seed": seed, **settings}, metrics, {"bma.arm": arm}
+                yield {"variant": "bma", "seed": seed, **settings}, metrics, {R.ARM: arm}
 
-    return write_study(tmp_path_factory.mktemp("ablation-store"), "abl", trials())
+    return write_study(tmp_path_factory.mktemp("ablation-store"), "abl", trials(), axes=("model.variant", R.ARM))
 
 
 def test_ablation_report_finds_what_moved(store, tmp_path):

@@ -19,7 +19,7 @@ from analysis.collect import collect_study
 from analysis.compare import holm
 from analysis.export import ExportOptions, run_export
 from analysis.plots import accuracy_vs_pairing, info_over_epochs
-from bma.config import CELL_KEYS
+from study import record as R
 
 KEYS = ["regime.pairing_ratio", "regime.train_size", "model.memory_slots", "model.tau_m", "model.variant"]
 MAIN = "acc/image_probe_h"
@@ -43,7 +43,7 @@ def test_runs_one_row_per_trial_with_typed_keys(exported, store):
     assert len(runs) == len(store.values) + 2  # + the failed and the running trial
     assert runs["run_id"].is_unique
     assert set(runs["run_id"]) == {rid for k, rid in store.run_ids.items() if k[0] != "edge"}
-    for k in CELL_KEYS:
+    for k in R.CLASSIC_AXES:
         assert k in runs.columns
     assert runs["regime.pairing_ratio"].dtype == np.float64
     assert runs["regime.train_size"].dtype == np.int64
@@ -53,22 +53,37 @@ def test_runs_one_row_per_trial_with_typed_keys(exported, store):
     assert set(runs["state"]) == {"finished", "failed", "running"}
 
 
-def test_final_and_best_per_metric(exported, store):
+def test_final_and_validation_selected_per_metric(exported, store):
     runs = exported.data.runs.set_index("run_id")
     for key, vals in store.values.items():
         row = runs.loc[store.run_ids[key]]
+        picked = int(np.argmin(vals["loss/val_pair"]))  # the selection reads the validation loss only
+        assert row["selected_step"] == picked + 1
         for metric, series in vals.items():
             assert row[f"final/{metric}"] == pytest.approx(series[-1])
-            best = min(series) if metric.startswith(("loss/", "time/")) else max(series)
-            assert row[f"best/{metric}"] == pytest.approx(best)
+            assert row[f"selected/{metric}"] == pytest.approx(series[picked])
         assert row["n_epochs"] == 3
-    # best differs from final where the fixture made it so
+    # selected differs from final where the fixture made it so, and it is not the test maximum: epoch 2's
+    # accuracy is the largest here, but a run whose validation loss is lowest at epoch 3 would report epoch 3's
     key = ("bma", 0.1, 1000, 64, 0.1, 0)
     row = runs.loc[store.run_ids[key]]
-    assert row[f"best/{MAIN}"] > row[f"final/{MAIN}"]
-    assert row["best/loss/total"] < row["final/loss/total"]
+    assert row[f"selected/{MAIN}"] == pytest.approx(store.values[key][MAIN][1]) != row[f"final/{MAIN}"]
+    assert not [c for c in exported.data.runs.columns if c.startswith("best/")]  # no selection on the test split
     # unimodal logs no association metric: NaN, not absent
     assert math.isnan(runs.loc[store.run_ids[("unimodal", 0.1, 1000, 64, 0.1, 0)], "final/assoc/i2s_acc"])
+
+
+def test_selection_ignores_test_metrics():
+    """The step chosen follows loss/val_pair even where a test metric peaks elsewhere."""
+    from analysis.collect import _final_and_selected
+
+    hist = pd.DataFrame({"run_id": ["r"] * 6, "metric": ["loss/val_pair"] * 3 + [MAIN] * 3,
+                         "step": [1, 2, 3] * 2, "value": [0.9, 0.7, 0.8, 0.5, 0.6, 0.95]})
+    wide = _final_and_selected(hist, [MAIN])
+    assert wide.loc["r", "selected_step"] == 2
+    assert wide.loc["r", f"selected/{MAIN}"] == pytest.approx(0.6)  # not the test maximum 0.95
+    no_val = _final_and_selected(hist[hist["metric"] == MAIN], [MAIN])
+    assert math.isnan(no_val.loc["r", f"selected/{MAIN}"])
 
 
 def test_histories_one_row_per_logged_value(exported, store):
@@ -456,7 +471,7 @@ def test_edge_study_exports_with_notes(store, tmp_path):
     out = tmp_path / "edge"
     res = run_export(ExportOptions(study="edge", tracking_uri=store.uri, out=str(out)))
     data = res.data
-    assert "model.addressing" in data.keys  # varies across trials: never pooled as seeds
+    assert "model.addressing" in data.keys  # a recorded axis: never pooled as seeds
     runs = data.runs.set_index("run_id")
     assert not runs.loc[store.run_ids[("edge", "softmax", 0)], "used"]
     assert runs.loc[store.run_ids[("edge", "softmax", 0)], "superseded"]

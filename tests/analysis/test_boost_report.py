@@ -41,7 +41,8 @@ def store(tmp_path_factory):
                                 "seed": seed, "steps": 10}
                         yield flat, metrics, {}
 
-    return write_study(tmp_path_factory.mktemp("boost-store"), "boostlike", trials())
+    return write_study(tmp_path_factory.mktemp("boost-store"), "boostlike", trials(),
+                       axes=("model.variant", "regime.pairs", "regime.unpaired_images"))
 
 
 def test_report_recovers_the_known_effects(store, tmp_path):

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from bma.config import TrialConfig
+from study import record as R
 
 REPO = Path(__file__).resolve().parents[2]
 STUDY = "quick-smoke"
@@ -67,6 +68,16 @@ def test_every_trial_has_one_complete_run(smoke_study):
         assert run.data.tags["mlflow.parentRunId"]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"checkpoint", "metrics.json", "curves.png"} <= artifacts
+        # every metric a trial logs is in the record's registry, for its variant
+        unregistered = [m for m in run.data.metrics
+                        if (f := R.metric_family(m)) is None or cfg.model.variant not in f.variants]
+        assert not unregistered, f"{run.info.run_name}: not in study/record.py METRICS: {unregistered}"
+    # run names are unique in the study and show the study's axes, recorded on the parent run
+    assert len({r.info.run_name for r in runs}) == 8
+    parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
+    axes = R.read_axes(parent.data.tags)
+    assert axes and "regime.pairing_ratio" in axes and R.SEED_KEY not in axes
+    assert all("pairing_ratio=" in r.info.run_name for r in runs)
 
 
 @pytest.mark.slow

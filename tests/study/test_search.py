@@ -22,7 +22,7 @@ RUN = REPO / "study" / "run.py"
 
 def _search(**search) -> dict:
     return {"name": "s", "grid": {"variant": ["bma"]}, "trial": {"eval": {"eval_every": 1}},
-            "search": {"algorithm": "optuna", "num_samples": 4, "metric": "acc/sound_probe_h", "mode": "max",
+            "search": {"algorithm": "optuna", "num_samples": 4, "metric": "loss/val_pair", "mode": "min",
                        "space": {"tau_m": {"loguniform": [0.02, 0.5]}}, **search}}
 
 
@@ -70,9 +70,10 @@ def test_search_block_errors_name_the_field():
         (_search(scheduler="hyperband"), "search.scheduler: expected null or one of"),
         (_search(mode="up"), "search.mode: expected max or min"),
         (_search(num_samples=0), "search.num_samples: expected a whole number"),
-        (_search(metric="acc/sound_probe_h", **{"grace_period": 2}), "search.grace_period: only read by a scheduler"),
+        (_search(metric="loss/val_pair", **{"grace_period": 2}), "search.grace_period: only read by a scheduler"),
         ({**_search(), "grid": {"variant": ["bma", "unimodal"]}}, "grid: model.variant swept in a optuna search"),
-        ({**_search(), "trial": {}}, "search.metric: acc/sound_probe_h is reported every 5 rounds"),
+        ({**_search(), "trial": {}}, "search.metric: loss/val_pair is reported every 5 rounds"),
+        (_search(metric="acc/sound_probe_h", mode="max"), "search.metric: acc/sound_probe_h is measured on the test split"),
         ({**_search(), "arms": {"a": {}, "b": {"tau_l": 0.2}}}, "arms: an optuna search"),
         ({**_search(), "trial": {"eval": {"eval_every": 1}, "tau_m": 0.1}}, "search.space.tau_m: also set in grid"),
     ]

@@ -1,0 +1,203 @@
+"""The trial record: what the study engine writes to MLflow, and what the progress view and the analysis read.
+
+One owner for the contract between the writer (trainables/tracking.py, trainables/bma_trainable.py, study/run.py)
+and its readers (study/progress.py, analysis/). It imports nothing else of the package (as bmi's interface.py), so
+the whole contract reads in one file and is tested without data or models.
+
+Layout of a study in MLflow:
+- one experiment per study, named after it, tagged ``STUDY``;
+- one parent run per version of the study (its spec's fingerprint): tags ``ROLE=study``, ``FINGERPRINT``, ``AXES``
+  (JSON list of the dotted settings the study varies besides the seed: its grid keys, its search space's keys,
+  and ``ARM`` when it has named arms), ``GIT_COMMIT``; artifact ``spec.yaml``;
+- one run per distinct trial, a child of the parent run (``PARENT``), named by ``run_name`` (unique in the study);
+  tags below; params = every field of the flat trial config (dotted names); metrics per round, step = round, named
+  as in ``METRICS``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+# -- where ----------------------------------------------------------------------------------------------------------
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # the embedded default, relative to the current directory
+
+# -- tags -----------------------------------------------------------------------------------------------------------
+
+PARENT = "mlflow.parentRunId"  # MLflow's own nesting tag
+ROLE = "bma.role"  # ROLE_STUDY on the parent run, ROLE_TRIAL on a trial's run
+ROLE_STUDY, ROLE_TRIAL = "study", "trial"
+STUDY = "bma.study"  # on the experiment and every run
+FINGERPRINT = "bma.fingerprint"  # parent run: the spec's content hash (a changed spec gets a new parent run)
+AXES = "bma.axes"  # parent run: JSON list of the study's axes (see the module doc)
+GIT_COMMIT = "bma.git_commit"  # the code's commit, "-dirty" when the worktree had changes
+VARIANT = "bma.variant"  # trial: model.variant
+REGIME = "bma.regime"  # trial: the regime string without the seed (regime_name)
+SEED = "bma.seed"  # trial: regime.seed
+TRIAL_KEY = "bma.trial_key"  # trial: trial_key(), what makes a resumed trial find its run
+TRIAL_ID = "bma.trial_id"  # trial: Ray Tune's trial id (the latest attempt's)
+STATUS = "bma.status"  # trial: one of STATUSES
+STATUSES = ("running", "finished", "failed")
+ERROR = "bma.error"  # trial: "Type: message" of the exception that failed it
+ATTEMPTS = "bma.attempts"  # trial: how many times it started (restarts after a crash, resumes)
+ARM = "bma.arm"  # trial: the spec's named arm; also the key of the arm in a shared trial's cell overrides
+SHARED = "bma.shared"  # trial: how many grid points it counts in (when more than its own)
+CELLS = "bma.cells"  # trial: JSON list, per grid point, of the settings that place it in that point's cell
+CELLS_CHUNK = 7000  # MLflow tag values hold at most 8,000 characters: a long list spans bma.cells, bma.cells.1, ...
+STOPPED_EARLY = "bma.stopped_early"  # trial: "true" when a search's scheduler stopped it before its last round
+REGIME_COUNT = "bma.regime_count."  # trial: prefix of the sample counts of its regime (bma.regime_count.pairs)
+PLACEMENT = ("bma.node_id", "bma.hostname", "bma.gpu_ids", "bma.device")  # trial: where its latest attempt ran
+
+# -- the settings that name a trial --------------------------------------------------------------------------------
+
+SEED_KEY = "regime.seed"
+VARIANT_KEY = "model.variant"
+# The axes of a study recorded before the parent run carried AXES (and the order tables list classic axes in).
+CLASSIC_AXES: tuple[str, ...] = (
+    "regime.pairing_ratio",
+    "regime.train_size",
+    "model.memory_slots",
+    "model.tau_m",
+    "loss.tau_l",
+    "model.variant",
+)
+
+
+def trial_key(study: str, flat: dict[str, Any]) -> str:
+    """The trial's identity in its study: a hash of the study's name and the trial's whole flat config."""
+    blob = json.dumps({"study": study, "config": flat}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def regime_name(flat: dict[str, Any], with_seed: bool = True) -> str:
+    """``p0.1_n1000_m64_tm0.1_tl0.07[_s0]``: the classic axes of a trial, compact (the REGIME tag)."""
+    name = (f"p{flat['regime.pairing_ratio']:g}_n{flat['regime.train_size']}_m{flat['model.memory_slots']}"
+            f"_tm{flat['model.tau_m']:g}_tl{flat['loss.tau_l']:g}")
+    return name + (f"_s{flat[SEED_KEY]}" if with_seed else "")
+
+
+def run_name(flat: dict[str, Any], axes: Iterable[str], key: str, arm: str | None = None) -> str:
+    """``bma pairing_ratio=0.1 train_size=1000 s0 #3fa2c1``: the variant, the trial's value of each study axis, its
+    seed, and the head of its trial key, which makes the name unique in the study whatever the axes."""
+    parts = [str(flat.get(VARIANT_KEY, "?"))] + ([arm] if arm else [])
+    for axis in axes:
+        if axis in (VARIANT_KEY, SEED_KEY, ARM) or axis not in flat:
+            continue
+        value = flat[axis]
+        parts.append(f"{axis.rsplit('.', 1)[-1]}={value:g}" if isinstance(value, float) else
+                     f"{axis.rsplit('.', 1)[-1]}={value}")
+    return " ".join(parts + [f"s{flat.get(SEED_KEY, '?')}", f"#{key[:6]}"])
+
+
+def axes_tag(axes: Iterable[str]) -> str:
+    return json.dumps(list(axes))
+
+
+def read_axes(tags: dict[str, str]) -> list[str] | None:
+    """The axes a parent run records, or None for a study recorded before parent runs carried them."""
+    text = tags.get(AXES)
+    if not text:
+        return None
+    try:
+        axes = json.loads(text)
+    except ValueError:
+        return None
+    return [str(a) for a in axes] if isinstance(axes, list) else None
+
+
+def cells_tags(cells: list[dict] | None) -> dict[str, str]:
+    """SHARED and CELLS (chunked) for a trial that stands for more grid points than its own, else nothing."""
+    if not cells or (len(cells) == 1 and not cells[0]):
+        return {}
+    text = json.dumps(cells, sort_keys=True, default=str)
+    chunks = [text[i:i + CELLS_CHUNK] for i in range(0, len(text), CELLS_CHUNK)]
+    return {SHARED: str(len(cells)), **{CELLS + (f".{i}" if i else ""): c for i, c in enumerate(chunks)}}
+
+
+def read_cells(tags: dict[str, str]) -> list[dict] | None:
+    """The cell overrides of cells_tags back (None when the run stands for its own configuration only).
+    ValueError when the chunks do not make JSON."""
+    names = sorted((k for k in tags if k == CELLS or k.startswith(CELLS + ".")),
+                   key=lambda k: int(k.rsplit(".", 1)[1]) if k != CELLS else 0)
+    text = "".join(tags[k] for k in names)
+    return json.loads(text) if text else None
+
+
+# -- metrics ---------------------------------------------------------------------------------------------------------
+
+ALL_VARIANTS = ("unimodal", "paired_only", "bma")  # bma.config.VARIANTS (a test keeps the two equal)
+MEMORY_VARIANTS = ("paired_only", "bma")  # the variants with slot memories and pairs
+BMA_ONLY = ("bma",)
+
+
+@dataclass(frozen=True)
+class MetricFamily:
+    """Metrics matching ``pattern`` (fnmatch): their family, which value is better (``max``, ``min``, or None when
+    neither is: a count, a learning rate, an entropy), the split they are measured on (``train``, ``validation``,
+    ``test``: a search or any model selection may read only the first two), and the variants that log them (a
+    switch of the variant may still leave one off)."""
+
+    pattern: str
+    family: str
+    direction: str | None
+    split: str
+    variants: tuple[str, ...]
+    doc: str
+
+
+# Order matters: the first matching family describes a metric (specific patterns before general ones).
+METRICS: tuple[MetricFamily, ...] = (
+    MetricFamily("loss/total", "loss", "min", "train", ALL_VARIANTS, "the training objective, mean over a round's steps"),
+    MetricFamily("loss/encoder", "loss", "min", "train", ALL_VARIANTS, "the encoders' own objective"),
+    MetricFamily("loss/val_pair*", "loss", "min", "validation", ALL_VARIANTS, "pair losses on the validation split"),
+    MetricFamily("loss/pair*", "loss", "min", "train", MEMORY_VARIANTS, "L_pair and its terms"),
+    MetricFamily("loss/unpair", "loss", "min", "train", BMA_ONLY, "L_unpair (cycle consistency)"),
+    MetricFamily("loss/variance", "loss", "min", "train", BMA_ONLY, "switch loss.w_variance"),
+    MetricFamily("loss/infomax", "loss", "min", "train", BMA_ONLY, "switch loss.w_infomax"),
+    MetricFamily("acc/*", "probe", "max", "test", ALL_VARIANTS, "linear-probe accuracy on the test split (acc/<probe>/k<K>: "
+                 "K labels per class)"),
+    MetricFamily("retrieval/*_mem_*", "retrieval", "max", "test", MEMORY_VARIANTS, "class-level recall@K in memory space"),
+    MetricFamily("retrieval/*", "retrieval", "max", "test", ALL_VARIANTS, "class-level recall@K in the contrastive space"),
+    MetricFamily("assoc/*", "association", "max", "test", MEMORY_VARIANTS, "class agreement of the switched recall"),
+    MetricFamily("info/n_*", "info", None, "test", ALL_VARIANTS, "sample size and flagged-estimate counts of the info probes"),
+    MetricFamily("info/H_*", "info", None, "test", MEMORY_VARIANTS, "entropies (nats)"),
+    MetricFamily("info/eff_slots_*", "info", None, "test", MEMORY_VARIANTS, "effective number of slots, exp H(W)"),
+    MetricFamily("info/dH_*", "info", None, "test", MEMORY_VARIANTS, "entropy changes along the cycle (nats)"),
+    MetricFamily("info/dI_*", "info", None, "test", MEMORY_VARIANTS, "information changes along the cycle (nats)"),
+    MetricFamily("info/I_[SV]_Y/*", "info", "max", "test", MEMORY_VARIANTS, "lower bounds on I(memory read; class) (nats)"),
+    MetricFamily("info/I_*_Y/*", "info", "max", "test", ALL_VARIANTS, "lower bounds on I(representation; class) (nats)"),
+    MetricFamily("info/I_h*", "info", "max", "test", ALL_VARIANTS, "InfoNCE bounds on the encoders' information (nats)"),
+    MetricFamily("info/I_zv_zs/*", "info", "max", "test", ALL_VARIANTS, "I(Z_v; Z_s) between the paired embeddings (nats)"),
+    MetricFamily("info/I_*", "info", "max", "test", MEMORY_VARIANTS, "mutual information through the memories (nats)"),
+    MetricFamily("time/*", "time", "min", "train", ALL_VARIANTS, "seconds per round and per evaluation"),
+    MetricFamily("train/*", "training", None, "train", ALL_VARIANTS, "steps done, tau_m, learning rate, re-seeded slots"),
+)
+XDOMAIN = "xdomain/"  # xdomain/<domain>/<metric>: a metric of METRICS measured on another domain's test data
+PROGRESS_METRIC = "acc/sound_probe_h"  # what the progress view follows by default (shown, never selected on)
+# The metric model selection reads (on the validation split, never the test split): the validation pair loss.
+SELECTION_METRIC = "loss/val_pair"
+
+
+def metric_family(name: str) -> MetricFamily | None:
+    """The family of a metric name (an ``xdomain/<domain>/`` prefix is looked through), None when unregistered."""
+    if name.startswith(XDOMAIN):
+        parts = name.split("/", 2)
+        name = parts[2] if len(parts) == 3 else name
+    for family in METRICS:
+        if fnmatch.fnmatchcase(name, family.pattern):
+            return family
+    return None
+
+
+SPLITS = ("train", "validation", "test")
+SELECTABLE_SPLITS = ("train", "validation")  # what a search, a scheduler or a reported "best" may select on
+
+
+def metric_direction(name: str) -> str | None:
+    """'max' or 'min' (which value is better), None when neither is or the metric is unknown."""
+    family = metric_family(name)
+    return family.direction if family is not None else None
