@@ -23,7 +23,20 @@ def test_gpu_check_dry_run_prints_the_ratios(feature_cache):
     out = proc.stdout
     assert "device cpu" in out and "(1) step cost, bma" in out and "on / off = " in out
     rows = [line for line in out.splitlines() if line.startswith("| 1 |") or line.startswith("| 0.5 |")]
-    assert len(rows) == 2 and rows[0].rstrip().endswith("| 1.00 |")
+    assert len(rows) == 2, out[-3000:]
+    # | resources.gpu | trials at once | wall s | trials / min | ratio to the first |: each row's numbers agree with
+    # one another (2 trials in `wall` seconds, 1 / fraction at once) and the ratio is the second row's throughput
+    # over the first's, up to the printed rounding
+    cells = [[c.strip() for c in row.strip().strip("|").split("|")] for row in rows]
+    assert [c[:2] for c in cells] == [["1", "1"], ["0.5", "2"]], rows
+    per_minute = []
+    for _, _, wall, per_min, _ in cells:
+        wall, per_min = float(wall), float(per_min)
+        assert wall > 0
+        assert 120 / (wall + 0.05) - 0.005 <= per_min <= 120 / max(wall - 0.05, 1e-9) + 0.005, (wall, per_min)
+        per_minute.append(per_min)
+    assert float(cells[0][4]) == 1.0
+    assert float(cells[1][4]) == pytest.approx(per_minute[1] / per_minute[0], abs=0.01), rows
 
 
 def test_gpu_check_refuses_a_machine_without_cuda():
