@@ -501,7 +501,7 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
         context = StudyContext(name, tracking_uri, experiment_id, parent_run_id, dict(spec.base),
                                driver_ip=ray.util.get_node_ip_address(),
                                remote_tracking_uri=remote_uri if remote_uri != tracking_uri else None,
-                               git_commit=git_commit(), axes=spec.axes)
+                               git_commit=git_commit(), axes=spec.axes, trial_plots=spec.trial_plots)
         # One object-store entry per data setting: a trial fetches only its own features, never the study's all.
         # The features are never written after they are computed (the trials index them into their own tensors),
         # which is what Ray's warning about zero-copy tensors asks for.

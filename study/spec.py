@@ -31,6 +31,7 @@ from bma.config import FLAT_TYPES, SHORT_NAMES, ConfigError, SourceConfig, Trial
 from study import record as R
 
 TOP_LEVEL = {"name", "description", "data", "grid", "trial", "arms", "resources", "max_concurrent_trials", "max_failures",
+             "trial_plots",
              "smoke", "search"}
 # search: the hyperparameter side of the engine (Ray Tune's own searchers and schedulers)
 SEARCH_KEYS = {"algorithm", "num_samples", "metric", "mode", "scheduler", "space", "seed", "grace_period",
@@ -80,6 +81,9 @@ class StudySpec:
     arms: dict[str, dict[str, Any]] = field(default_factory=dict)
     # the hyperparameter search (None: the grid): algorithm, num_samples, metric, mode, scheduler, space, ...
     search: dict[str, Any] | None = None
+    # each trial also draws curves.png (its losses and probes over rounds; ~0.5 s of matplotlib per trial): off by
+    # default, since MLflow's UI draws the same curves from the logged metrics. Not part of the fingerprint.
+    trial_plots: bool = False
 
     @property
     def n_trials(self) -> int:
@@ -508,6 +512,9 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
     mf = raw.get("max_failures", 0)
     if isinstance(mf, bool) or not isinstance(mf, int) or mf < -1:
         problems.append(f"max_failures: expected an integer >= -1 (retries of a failed trial; -1 = forever), got {_show(mf)}")
+    trial_plots = raw.get("trial_plots", False)
+    if not isinstance(trial_plots, bool):
+        problems.append(f"trial_plots: expected true or false (draw each trial's curves.png), got {_show(trial_plots)}")
     description = raw.get("description", "")
     smoke = raw.get("smoke", {}) or {}
     if not isinstance(smoke, dict):
@@ -536,6 +543,7 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
         labels={**labels, **smoke_labels},
         arms=arms,
         search=search,
+        trial_plots=trial_plots is True,
     )
     if search is not None and not problems:
         problems.extend(_space_problems(spec))
@@ -837,7 +845,8 @@ def shrink_for_smoke(spec: StudySpec) -> StudySpec:
         space = {k: v for k, v in search["space"].items() if k not in spec.smoke and k not in SMOKE_DEFAULTS}
         search = {**search, "space": space, "num_samples": min(search["num_samples"], SMOKE_SAMPLES)}
     shrunk = StudySpec(spec.name, base, grid, spec.resources, spec.max_concurrent_trials, spec.max_failures,
-                       spec.description, spec.source_path, spec.smoke, spec.labels, spec.arms, search)
+                       spec.description, spec.source_path, spec.smoke, spec.labels, spec.arms, search,
+                       spec.trial_plots)
     problems = _trial_problems(shrunk, smoke=True)
     if problems:
         raise SpecError(spec.source_path or "<spec>", [f"{p} (with --smoke)" for p in problems])

@@ -39,6 +39,7 @@ class StudyContext:
     remote_tracking_uri: str | None = None  # the loopback tracking URI as reachable from other machines
     git_commit: str | None = None  # the driver's code version, computed once per study
     axes: tuple[str, ...] = ()  # the study's axes (study/record.py): each trial's run name shows its values
+    trial_plots: bool = False  # the spec's trial_plots: each trial draws curves.png
 
     def tracking_uri_here(self) -> str:
         """A loopback URI works on the driver's machine (and may be the only address its server listens on);
@@ -152,7 +153,7 @@ def train_bma(tune_config: dict, study: StudyContext, data: dict[str, "TrialData
         with tempfile.TemporaryDirectory(prefix="bma-artifacts-") as folder:
             from trainables.artifacts import write_trial_artifacts
 
-            write_trial_artifacts(Path(folder), cfg, result, last.get("state"), resume_dir)
+            write_trial_artifacts(Path(folder), cfg, result, last.get("state"), resume_dir, curves=study.trial_plots)
             tracker.log_artifacts(folder)
         tracker.finish(result.regime_counts)
     except SystemExit:  # Ray's stop of a trial a scheduler ended early: finished, and marked as such

@@ -67,7 +67,8 @@ def test_every_trial_has_one_complete_run(smoke_study):
         assert run.data.tags["bma.device"] == "cpu"
         assert run.data.tags["mlflow.parentRunId"]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"checkpoint", "metrics.json", "curves.png"} <= artifacts
+        assert {"checkpoint", "metrics.json"} <= artifacts
+        assert "curves.png" not in artifacts  # quick.yaml leaves trial_plots off: MLflow's UI draws the curves
         # every metric a trial logs is in the record's registry, for its variant
         unregistered = [m for m in run.data.metrics
                         if (f := R.metric_family(m)) is None or cfg.model.variant not in f.variants]
