@@ -139,6 +139,66 @@ class BMAMemory(nn.Module):
             out.update(self.represent_sound(self.encode_sound(x_s)))
         return out
 
+    def forward_step(self, x_v: torch.Tensor, x_s: torch.Tensor, n_pairs: int = 0, x_v2: torch.Tensor | None = None,
+                     x_s2: torch.Tensor | None = None, reads: frozenset[str] = frozenset()) -> dict:
+        """One training step's outputs, named as bma.losses.VariantLoss takes them.
+
+        ``x_v``, ``x_s``: (k + B, ...) inputs whose first k = ``n_pairs`` rows are pairs and whose other B rows are
+        single samples, encoded in one pass; ``x_v2``, ``x_s2``: a second view of each single sample (B, ...), for the
+        groups that need one. Always returned: the singles' ``f_v``, ``f_s`` (B, d); with pairs, ``pairs``, the pair
+        rows' outputs keyed as ``forward`` gives them; with a memory, ``memory_image``, ``memory_sound`` (n, d).
+        ``reads`` (groups of bma.losses.STEP_OUTPUTS) adds, computed in this order:
+        - logits: the class heads on the singles, ``logits_v``, ``logits_s`` (B, K);
+        - ssl: the label-free heads on the singles and on their views, ``ssl_v``, ``ssl_v2``, ``ssl_s``, ``ssl_s2``
+          (B, p);
+        - cycles: ``s_prime``, the end of S -> I_pseudo -> S' from each single sound, and ``v_prime``, the image mirror;
+        - cycle_addresses: the addresses of the cycles' starts and ends, ``w_s``, ``w_s_prime``, ``w_v``, ``w_v_prime``;
+        - infomax: see ``infomax_outputs``.
+        """
+        f_v, f_s = self.encode_image(x_v), self.encode_sound(x_s)  # (k + B, d)
+        k = n_pairs
+        fv, fs = f_v[k:], f_s[k:]
+        out: dict = {"f_v": fv, "f_s": fs}
+        f_v2 = f_s2 = None
+        if "logits" in reads:
+            out.update(logits_v=self.classify_image(fv), logits_s=self.classify_sound(fs))
+        if "ssl" in reads:
+            f_v2, f_s2 = self.encode_image(x_v2), self.encode_sound(x_s2)
+            out.update(ssl_v=self.ssl_image(fv), ssl_v2=self.ssl_image(f_v2), ssl_s=self.ssl_sound(fs),
+                       ssl_s2=self.ssl_sound(f_s2))
+        if k:
+            out["pairs"] = {**self.represent_image(f_v[:k]), **self.represent_sound(f_s[:k])}
+        if "cycles" in reads:
+            out["s_prime"] = self.sound_cycle(fs)[1]
+            out["v_prime"] = self.image_cycle(fv)[1]
+        if "cycle_addresses" in reads:
+            out.update(w_s=self.recall(fs, "sound")[0], w_s_prime=self.recall(out["s_prime"], "sound")[0],
+                       w_v=self.recall(fv, "image")[0], w_v_prime=self.recall(out["v_prime"], "image")[0])
+        if "infomax" in reads:
+            if f_v2 is None:
+                f_v2, f_s2 = self.encode_image(x_v2), self.encode_sound(x_s2)
+            out.update(self.infomax_outputs(fv, fs, f_v2, f_s2, out.get("pairs")))
+        if self.has_memory:
+            out.update(memory_image=self.memory_image, memory_sound=self.memory_sound)
+        return out
+
+    def infomax_outputs(self, f_v: torch.Tensor, f_s: torch.Tensor, f_v2: torch.Tensor, f_s2: torch.Tensor,
+                        pairs: dict | None = None) -> dict[str, torch.Tensor]:
+        """What the information-maximising loss reads: the critics on the singles' h, ``infomax_v``, ``infomax_s``
+        (B, p), against their targets, the label-free heads on the other view's features, ``infomax_key_v``,
+        ``infomax_key_s``; and with more than one pair, the critics on the pairs' h, ``infomax_pair_v``,
+        ``infomax_pair_s`` (k, p), whose targets are the pairs' z. Each head runs anew here, even where another
+        output holds the same value (ssl_v2, the cycle's first recall): sharing the node would sum both terms'
+        gradients before the head's backward pass, a different float rounding, so a trial would no longer repeat
+        the numbers recorded before the loss object existed."""
+        h_v = torch.cat([f_v, self.recall(f_v, "image")[1]], dim=-1)  # (B, 2d)
+        h_s = torch.cat([f_s, self.recall(f_s, "sound")[1]], dim=-1)
+        out = {"infomax_v": self.infomax_image(h_v), "infomax_key_v": self.ssl_image(f_v2),
+               "infomax_s": self.infomax_sound(h_s), "infomax_key_s": self.ssl_sound(f_s2)}
+        if pairs is not None and len(pairs["h_v"]) > 1:
+            out.update(infomax_pair_v=self.infomax_image(pairs["h_v"]), infomax_pair_s=self.infomax_sound(pairs["h_s"]))
+        return out
+
     @torch.no_grad()
     def track_usage(self, w_v: torch.Tensor | None, w_s: torch.Tensor | None, momentum: float = 0.99) -> None:
         """EMA of the mean address of each memory, (B, n) batches; an explicit step of the training loop."""

@@ -6,7 +6,9 @@ training samples (paired and unpaired alike: unimodal labels and unpaired sample
 - L_pair on the pair batch (paired_only, bma);
 - L_unpair, the cycles S -> I_pseudo -> S' and V -> S_pseudo -> V', on the single batches (bma). Paired samples in
   those batches take part as single samples: their partner is not used there.
-Then evaluation, the information probes, and the ``on_epoch`` callback with a flat metrics dict and a handle that
+A step reads ``terms = loss(**model.forward_step(...), **targets)``: the model returns its named outputs, and the
+trial's objective (bma.losses.VariantLoss, built once from the config) sums them into the terms logged as loss/<name>
+and their total. Then evaluation, the information probes, and the ``on_epoch`` callback with a flat metrics dict and a handle that
 writes a checkpoint. Data order and augmentations come from generators seeded by (seed, epoch), and checkpoints
 hold model, optimiser, RNG states and epoch, so a resumed trial continues exactly where it stopped.
 
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 
 from bma import losses
+from bma.losses import VariantLoss, build_loss
 from bma.augment import augment_spectrograms, shift_images
 from bma.checkpoint import CHECKPOINT_FILE, TrainState, load_checkpoint
 from bma.config import TrialConfig
@@ -98,6 +101,7 @@ def fit(
     t = TrialTensors(cfg, data, regime, device)
 
     model = BMAMemory(cfg.model, image_channels=data.image_train.x.shape[1], num_classes=regime.num_classes).to(device)
+    loss = build_loss(cfg)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     controller = CycleLRControl(cfg, optimizer) if cfg.optim.lr_control == "cycle_plateau" else None
     state = TrainState(cfg, 0, model, optimizer, lr_control=controller)
@@ -110,14 +114,14 @@ def fit(
     done_steps = sum(steps_in_round(cfg, pool, r) for r in range(1, state.epoch + 1))
     for epoch in range(state.epoch + 1, rounds + 1):
         steps = steps_in_round(cfg, pool, epoch)
-        metrics = _train_epoch(cfg, model, optimizer, t, epoch, device, steps, done_steps, state.lr_control)
+        metrics = _train_epoch(cfg, model, loss, optimizer, t, epoch, device, steps, done_steps, state.lr_control)
         done_steps += steps
         metrics["train/steps"] = done_steps
         last = epoch == rounds
         if last or epoch % cfg.eval.eval_every == 0:
             t0 = time.perf_counter()
             metrics.update(evaluate(model, t.eval_split, cfg.eval.probe_max_iter, device))
-            metrics.update(validation_losses(cfg, model, t))
+            metrics.update(validation_losses(loss, model, t))
             metrics["time/eval_s"] = time.perf_counter() - t0
         if cfg.eval.info_every and (last or epoch % cfg.eval.info_every == 0):
             t0 = time.perf_counter()
@@ -146,14 +150,14 @@ def _stream(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
     return np.concatenate([rng.permutation(n) for _ in range(max(1, -(-length // n)))])
 
 
-def _train_epoch(cfg: TrialConfig, model: BMAMemory, optimizer, t: TrialTensors, epoch: int, device, steps: int,
-                 global_step: int = 0, controller: "CycleLRControl | None" = None) -> dict[str, float]:
+def _train_epoch(cfg: TrialConfig, model: BMAMemory, loss: VariantLoss, optimizer, t: TrialTensors, epoch: int,
+                 device, steps: int, global_step: int = 0,
+                 controller: "CycleLRControl | None" = None) -> dict[str, float]:
     """One round of ``steps`` steps. The image and sound pools may differ in size: each is drawn in its own
     permutations; in epoch mode a round covers the larger pool once (the smaller one is cycled), as it did before
     the pools were set apart."""
     model.train()
     model.tau_m = tau_m_at(cfg, epoch)
-    lo, variant = cfg.loss, cfg.model.variant
     rng = np.random.default_rng([cfg.regime.seed, epoch])
     aug = torch.Generator().manual_seed(cfg.regime.seed * 1_000_003 + epoch)
     b = cfg.optim.batch_size
@@ -177,62 +181,36 @@ def _train_epoch(cfg: TrialConfig, model: BMAMemory, optimizer, t: TrialTensors,
         ii = torch.as_tensor(img_perm[step * b_img : (step + 1) * b_img], device=device)
         si = torch.as_tensor(snd_perm[step * b_snd : (step + 1) * b_snd], device=device)
         xv, xs = t.x_img[ii], t.x_snd[si]
-        yv = t.y_img[ii] if t.reads_labels else None
-        ys = t.y_snd[si] if t.reads_labels else None
+        targets = {"y_v": t.y_img[ii] if t.reads_labels else None, "y_s": t.y_snd[si] if t.reads_labels else None}
         if cfg.regime.expand_sounds:
             xs = augment_spectrograms(xs, aug)
-        use_pairs = variant != "unimodal"
-        if use_pairs:
+        # the second views, drawn from `aug` after the sound expansion and before anything else (reseeding): the
+        # order a resumed trial, and a recorded one rerun, replays them in
+        views = {"x_v2": shift_images(xv, aug), "x_s2": augment_spectrograms(xs, aug)} if loss.needs_views else {}
+        k = 0
+        if loss.uses_pairs:
             pi = torch.as_tensor(pair_perm[step * pair_b : (step + 1) * pair_b], device=device)
-            xv = torch.cat([t.x_img[pi], xv])
-            xs = torch.cat([t.x_snd[pi], xs])
-        k = len(pi) if use_pairs else 0
-        terms: dict[str, torch.Tensor] = {}
-        views: dict[str, torch.Tensor] = {}
-        out = None
+            xv, xs, k = torch.cat([t.x_img[pi], xv]), torch.cat([t.x_snd[pi], xs]), len(pi)
+            targets["y_pair"] = t.y_img[pi] if t.reads_labels else None
         with autocast(cfg, device):
-            f_v, f_s = model.encode_image(xv), model.encode_sound(xs)
-            fv_single, fs_single = f_v[k:], f_s[k:]
-            terms["encoder"] = _encoder_objective(cfg, model, fv_single, fs_single, yv, ys, xv[k:], xs[k:], aug, views)
-            total = lo.w_encoder * terms["encoder"]
-            if use_pairs:
-                out = {**model.represent_image(f_v[:k]), **model.represent_sound(f_s[:k])}
-                pair_labels = t.y_img[pi] if lo.pair_negatives == "other_class" else None  # only read with labels
-                pair = losses.pair_loss(out, lo.tau_l, lo.w_address, lo.w_recall, pair_labels)
-                terms["pair"] = pair["total"]
-                terms.update({f"pair_{name}": v for name, v in pair.items() if name != "total"})
-                total = total + lo.w_pair * pair["total"]
-            if variant == "bma":
-                _, s_prime = model.sound_cycle(fs_single)
-                _, v_prime = model.image_cycle(fv_single)
-                if lo.cycle_space == "address":
-                    terms["unpair"] = 0.5 * (
-                        losses.address_cycle_loss(model.recall(fs_single, "sound")[0], model.recall(s_prime, "sound")[0])
-                        + losses.address_cycle_loss(model.recall(fv_single, "image")[0], model.recall(v_prime, "image")[0]))
-                else:
-                    terms["unpair"] = 0.5 * (losses.cycle_loss(fs_single, s_prime) + losses.cycle_loss(fv_single, v_prime))
-                total = total + lo.w_unpair * terms["unpair"]
-                if controller is not None:
-                    controller.observe(float(losses.cycle_infonce(fs_single, s_prime)), global_step + step + 1)
-            for name, term in _improvement_terms(cfg, model, fv_single, fs_single, xv[k:], xs[k:], aug, views, out).items():
-                terms[name] = term
-                total = total + getattr(lo, f"w_{name}") * term
-            if model.has_memory and lo.w_slot_decorrelation > 0:
-                terms["slot_decorrelation"] = 0.5 * (
-                    losses.slot_decorrelation(model.memory_image) + losses.slot_decorrelation(model.memory_sound)
-                )
-                total = total + lo.w_slot_decorrelation * terms["slot_decorrelation"]
-        terms["total"] = total
+            outputs = model.forward_step(xv, xs, k, **views, reads=loss.reads)
+            terms = loss(**outputs, **targets)
+            if controller is not None and "s_prime" in outputs:
+                estimate = losses.cycle_infonce(outputs["f_s"], outputs["s_prime"])
+                controller.observe(float(estimate), global_step + step + 1)
+        total = terms["total"]
         if not torch.isfinite(total):
             raise FloatingPointError(f"loss/total became {total.item()} at epoch {epoch}, step {step}")
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
-        if out is not None and model.has_memory:
-            model.track_usage(out["w_v"].detach(), out["w_s"].detach())
+        pairs = outputs.get("pairs")
+        if pairs is not None and model.has_memory:
+            model.track_usage(pairs["w_v"].detach(), pairs["w_s"].detach())
             every = cfg.model.slot_reseed_every
             if every and (global_step + step + 1) % every == 0:
-                revived = model.reseed_dead_slots(out["f_v"].detach(), out["f_s"].detach(), cfg.model.slot_dead_usage, aug)
+                revived = model.reseed_dead_slots(pairs["f_v"].detach(), pairs["f_s"].detach(),
+                                                  cfg.model.slot_dead_usage, aug)
                 _reset_adam_rows(optimizer, (model.memory_image, model.memory_sound), revived)
                 reseeded += len(revived)
         for name, v in terms.items():
@@ -259,51 +237,23 @@ def _reset_adam_rows(optimizer: torch.optim.Optimizer, params, rows: torch.Tenso
                 state[key][rows] = 0
 
 
-def _encoder_objective(cfg, model, f_v, f_s, y_v, y_s, x_v, x_s, gen, views: dict) -> torch.Tensor:
-    """The in-modality objective on the single batches; a second view's features go into ``views`` (the
-    information-maximising loss reuses them rather than encoding a third time)."""
-    objective = cfg.loss.encoder_objective
-    if objective == "supervised":
-        return 0.5 * (losses.supervised_loss(model.classify_image(f_v), y_v) + losses.supervised_loss(model.classify_sound(f_s), y_s))
-    if objective == "contrastive":
-        # Second view of each sample; the first view is the un-augmented batch already encoded.
-        f_v2 = views["f_v2"] = model.encode_image(shift_images(x_v, gen))
-        f_s2 = views["f_s2"] = model.encode_sound(augment_spectrograms(x_s, gen))
-        tau = cfg.loss.tau_encoder
-        return 0.5 * (
-            losses.nt_xent(model.ssl_image(f_v), model.ssl_image(f_v2), tau)
-            + losses.nt_xent(model.ssl_sound(f_s), model.ssl_sound(f_s2), tau)
-        )
-    return torch.zeros((), device=f_v.device)
-
-
 def _improvement_terms(cfg: TrialConfig, model: BMAMemory, fv: torch.Tensor, fs: torch.Tensor, xv, xs, gen,
                        views: dict, pairs: dict | None) -> dict[str, torch.Tensor]:
-    """The stage-3 loss switches that are on (weights > 0): {name: unweighted term}. ``fv``/``fs`` are the single
-    batches' features, ``pairs`` the pair batch's model output (None for unimodal)."""
-    lo, terms = cfg.loss, {}
-    if lo.w_variance > 0:
-        terms["variance"] = 0.5 * (losses.variance_covariance(fv) + losses.variance_covariance(fs))
-    if lo.w_infomax > 0 and model.has_memory:
-        # I(h_v; X_v): h_v of one view against the other view's f_v (InfoNCE); I(h_v; X_true_s): h_v of a pair
-        # against its sound's z_s. The sound side mirrors both.
+    """The stage-3 loss terms alone on a step's single-batch features ``fv``/``fs`` (from inputs ``xv``/``xs``):
+    {name: unweighted term}, as the loop's VariantLoss computes them. ``views`` may hold the second views' f_v2,
+    f_s2 (else they are drawn from ``gen`` and encoded); ``pairs``: the pair batch's model output, or None.
+    tests/core/test_improvements.py checks each term's gradient through this."""
+    loss = build_loss(cfg)
+    infomax = {}
+    if loss.uses_infomax:
         f_v2 = views.get("f_v2")
         if f_v2 is None:
             f_v2 = model.encode_image(shift_images(xv, gen))
         f_s2 = views.get("f_s2")
         if f_s2 is None:
             f_s2 = model.encode_sound(augment_spectrograms(xs, gen))
-        h_v = model.represent_image(fv)["h_v"]
-        h_s = model.represent_sound(fs)["h_s"]
-        tau = lo.tau_encoder
-        view = 0.5 * (losses.info_nce_one_way(model.infomax_image(h_v), model.ssl_image(f_v2), tau)
-                      + losses.info_nce_one_way(model.infomax_sound(h_s), model.ssl_sound(f_s2), tau))
-        partner = torch.zeros((), device=fv.device)
-        if pairs is not None and len(pairs["h_v"]) > 1:
-            partner = 0.5 * (losses.info_nce_one_way(model.infomax_image(pairs["h_v"]), pairs["z_s"], lo.tau_l)
-                             + losses.info_nce_one_way(model.infomax_sound(pairs["h_s"]), pairs["z_v"], lo.tau_l))
-        terms["infomax"] = view + partner
-    return terms
+        infomax = model.infomax_outputs(fv, fs, f_v2, f_s2, pairs)
+    return loss.improvement_terms(fv, fs, pairs, **infomax)
 
 
 class CycleLRControl:

@@ -8,23 +8,22 @@ from __future__ import annotations
 
 import torch
 
-from bma import losses
 from bma.config import TrialConfig
 from bma.evaluation import embed
 from bma.info.probes import ProbeInputs, compute_probes
+from bma.losses import VariantLoss
 from bma.model import BMAMemory
 from bma.trial_data import TrialTensors
 
 
 @torch.no_grad()
-def validation_losses(cfg: TrialConfig, model: BMAMemory, t: TrialTensors) -> dict[str, float]:
-    """L_pair on the validation pairs (eval mode): tracks paired generalisation, also for the unimodal baseline."""
+def validation_losses(loss: VariantLoss, model: BMAMemory, t: TrialTensors) -> dict[str, float]:
+    """L_pair on the validation pairs (eval mode), by the training objective's own ``pair``: tracks paired
+    generalisation, also for the unimodal baseline."""
     was = model.training
     model.eval()
-    xv, xs, yv = t.val
-    out = model(x_v=xv, x_s=xs)
-    labels = yv if cfg.loss.pair_negatives == "other_class" else None  # None in a label-free trial
-    pair = losses.pair_loss(out, cfg.loss.tau_l, cfg.loss.w_address, cfg.loss.w_recall, labels)
+    xv, xs, yv = t.val  # yv is None in a label-free trial
+    pair = loss.pair(model(x_v=xv, x_s=xs), yv)
     model.train(was)
     return {"loss/val_pair": float(pair["total"]), "loss/val_pair_contrastive": float(pair["contrastive"])}
 

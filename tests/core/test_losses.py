@@ -1,4 +1,5 @@
-"""Losses against hand-written references (value and gradient) and their known answers."""
+"""Losses against hand-written references (value and gradient) and their known answers; the trial's objective
+(VariantLoss) against the sum the trainer assembled inline."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import pytest
 import torch
 
 from bma import losses
+from bma.config import VARIANTS, TrialConfig
+from bma.losses import build_loss
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -145,3 +148,145 @@ def test_pair_loss_terms():
     labels = torch.tensor([0, 0, 1, 1])
     assert torch.allclose(losses.pair_loss(out, 0.1, 2.0, 3.0, labels)["contrastive"],
                           losses.info_nce(out["z_v"], out["z_s"], 0.1, labels))
+
+
+# -- the trial's objective against the sum the trainer assembled inline -------------------------------------------
+
+SWITCHES = {
+    "supervised": {},
+    "contrastive": {"encoder_objective": "contrastive", "pair_negatives": "all"},
+    "no-encoder-objective": {"encoder_objective": "none"},
+    "variance": {"loss.w_variance": 1.0},
+    "infomax": {"loss.w_infomax": 1.0},
+    "address-cycle": {"loss.cycle_space": "address"},
+    "slot-decorrelation": {"loss.w_slot_decorrelation": 0.5},
+    "all": {"encoder_objective": "contrastive", "pair_negatives": "all", "loss.w_variance": 1.0, "loss.w_infomax": 1.0,
+            "loss.cycle_space": "address", "loss.w_slot_decorrelation": 0.5, "loss.w_unpair": 0.7},
+}
+
+
+def inline_sum(cfg, model, xv, xs, k, yv, ys, y_pair, xv2, xs2) -> dict:
+    """The step's terms as bma/trainer.py assembled them inline before VariantLoss (commit bfeba2e), model calls and
+    loss calls interleaved in its order; ``xv2``/``xs2`` stand for the views it drew at the point of use."""
+    lo, variant = cfg.loss, cfg.model.variant
+    terms = {}
+    f_v, f_s = model.encode_image(xv), model.encode_sound(xs)
+    fv, fs = f_v[k:], f_s[k:]
+    f_v2 = f_s2 = None
+    if lo.encoder_objective == "supervised":
+        terms["encoder"] = 0.5 * (losses.supervised_loss(model.classify_image(fv), yv)
+                                  + losses.supervised_loss(model.classify_sound(fs), ys))
+    elif lo.encoder_objective == "contrastive":
+        f_v2, f_s2 = model.encode_image(xv2), model.encode_sound(xs2)
+        terms["encoder"] = 0.5 * (losses.nt_xent(model.ssl_image(fv), model.ssl_image(f_v2), lo.tau_encoder)
+                                  + losses.nt_xent(model.ssl_sound(fs), model.ssl_sound(f_s2), lo.tau_encoder))
+    else:
+        terms["encoder"] = torch.zeros(())
+    total = lo.w_encoder * terms["encoder"]
+    out = None
+    if variant != "unimodal":
+        out = {**model.represent_image(f_v[:k]), **model.represent_sound(f_s[:k])}
+        pair = losses.pair_loss(out, lo.tau_l, lo.w_address, lo.w_recall,
+                                y_pair if lo.pair_negatives == "other_class" else None)
+        terms["pair"] = pair["total"]
+        terms.update({f"pair_{name}": v for name, v in pair.items() if name != "total"})
+        total = total + lo.w_pair * pair["total"]
+    if variant == "bma":
+        _, s_prime = model.sound_cycle(fs)
+        _, v_prime = model.image_cycle(fv)
+        if lo.cycle_space == "address":
+            terms["unpair"] = 0.5 * (
+                losses.address_cycle_loss(model.recall(fs, "sound")[0], model.recall(s_prime, "sound")[0])
+                + losses.address_cycle_loss(model.recall(fv, "image")[0], model.recall(v_prime, "image")[0]))
+        else:
+            terms["unpair"] = 0.5 * (losses.cycle_loss(fs, s_prime) + losses.cycle_loss(fv, v_prime))
+        total = total + lo.w_unpair * terms["unpair"]
+    if lo.w_variance > 0:
+        terms["variance"] = 0.5 * (losses.variance_covariance(fv) + losses.variance_covariance(fs))
+        total = total + lo.w_variance * terms["variance"]
+    if lo.w_infomax > 0 and model.has_memory:
+        if f_v2 is None:
+            f_v2, f_s2 = model.encode_image(xv2), model.encode_sound(xs2)
+        h_v, h_s = model.represent_image(fv)["h_v"], model.represent_sound(fs)["h_s"]
+        tau = lo.tau_encoder
+        view = 0.5 * (losses.info_nce_one_way(model.infomax_image(h_v), model.ssl_image(f_v2), tau)
+                      + losses.info_nce_one_way(model.infomax_sound(h_s), model.ssl_sound(f_s2), tau))
+        partner = 0.5 * (losses.info_nce_one_way(model.infomax_image(out["h_v"]), out["z_s"], lo.tau_l)
+                         + losses.info_nce_one_way(model.infomax_sound(out["h_s"]), out["z_v"], lo.tau_l))
+        terms["infomax"] = view + partner
+        total = total + lo.w_infomax * terms["infomax"]
+    if model.has_memory and lo.w_slot_decorrelation > 0:
+        terms["slot_decorrelation"] = 0.5 * (losses.slot_decorrelation(model.memory_image)
+                                             + losses.slot_decorrelation(model.memory_sound))
+        total = total + lo.w_slot_decorrelation * terms["slot_decorrelation"]
+    terms["total"] = total
+    return terms
+
+
+def _step_batch(k: int = 6, b: int = 10, classes: int = 4):
+    g = torch.Generator().manual_seed(0)
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    y = lambda n: torch.randint(0, classes, (n,), generator=g)  # noqa: E731
+    return {"pair_v": r(k, 1, 28, 28), "pair_s": r(k, 1, 40, 32), "v": r(b, 1, 28, 28), "s": r(b, 1, 40, 32),
+            "v2": r(b, 1, 28, 28), "s2": r(b, 1, 40, 32), "y_v": y(b), "y_s": y(b), "y_pair": y(k)}
+
+
+def _model(cfg):
+    from bma.model import BMAMemory
+
+    torch.manual_seed(0)
+    return BMAMemory(cfg.model, image_channels=1, num_classes=4).train()
+
+
+@pytest.mark.parametrize("switches", SWITCHES.values(), ids=SWITCHES.keys())
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_loss_is_the_sum_the_trainer_assembled_inline(variant, switches):
+    """Terms and total bit for bit, the same names in the same order (the loss/ metrics), the same gradients and
+    BatchNorm statistics: a trial trains exactly as it did before the loss object existed."""
+    cfg = TrialConfig().with_updates(variant=variant, memory_slots=8, **{"model.encoder_width": 4,
+                                     "model.feature_dim": 32, "model.projection_dim": 16}, **switches)
+    loss, x = build_loss(cfg), _step_batch()
+    k = len(x["pair_v"]) if loss.uses_pairs else 0
+    xv = torch.cat([x["pair_v"], x["v"]]) if k else x["v"]
+    xs = torch.cat([x["pair_s"], x["s"]]) if k else x["s"]
+    views = {"x_v2": x["v2"], "x_s2": x["s2"]} if loss.needs_views else {}
+    model, reference = _model(cfg), _model(cfg)
+    got = loss(**model.forward_step(xv, xs, k, **views, reads=loss.reads),
+               y_v=x["y_v"], y_s=x["y_s"], y_pair=x["y_pair"] if k else None)
+    want = inline_sum(cfg, reference, xv, xs, k, x["y_v"], x["y_s"], x["y_pair"], x["v2"], x["s2"])
+    assert list(got) == list(want)
+    for name, value in want.items():
+        assert torch.equal(got[name], value), name
+    if not want["total"].requires_grad:  # unimodal without an encoder objective: nothing to train
+        return
+    got["total"].backward()
+    want["total"].backward()
+    # With both the variance and the infomax term, their gradients reach f_v in another order (the model's outputs
+    # now all exist before the first loss term): equal up to float rounding there, bit for bit everywhere else.
+    exact = not (cfg.loss.w_variance > 0 and loss.uses_infomax)
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is not None:
+            assert torch.equal(p.grad, q.grad) if exact else torch.allclose(p.grad, q.grad, rtol=1e-5, atol=1e-7), name
+    for (name, a), b in zip(model.named_buffers(), reference.buffers()):
+        assert torch.equal(a, b), name  # the encoders ran in the same order on the same inputs
+
+
+@pytest.mark.parametrize("variant,switches,reads,views", [
+    ("unimodal", {}, {"logits"}, False),
+    ("unimodal", {"loss.w_infomax": 1.0, "encoder_objective": "none"}, set(), False),  # infomax needs a memory
+    ("paired_only", {"encoder_objective": "contrastive", "pair_negatives": "all"}, {"ssl"}, True),
+    ("bma", {}, {"logits", "cycles"}, False),
+    ("bma", {"loss.w_infomax": 1.0, "loss.cycle_space": "address"}, {"logits", "cycles", "cycle_addresses", "infomax"},
+     True),
+])
+def test_variant_loss_asks_the_model_for_what_its_terms_read(variant, switches, reads, views):
+    loss = build_loss(TrialConfig().with_updates(variant=variant, **switches))
+    assert loss.reads == reads and loss.needs_views == views
+    assert loss.uses_pairs == (variant != "unimodal") and loss.uses_cycles == (variant == "bma")
+
+
+def test_variant_loss_refuses_an_output_it_does_not_know():
+    loss = build_loss(TrialConfig())
+    with pytest.raises(TypeError, match="f_q"):
+        loss(f_v=torch.zeros(2, 3), f_s=torch.zeros(2, 3), f_q=torch.zeros(2, 3))

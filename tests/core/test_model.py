@@ -135,3 +135,38 @@ def test_memory_gets_gradients_from_recall():
     read.sum().backward()
     assert model.memory_sound.grad is not None and model.memory_sound.grad.abs().sum() > 0
     assert model.memory_image.grad is not None  # through the addressing
+
+
+STEP_GROUPS = frozenset({"logits", "ssl", "cycles", "cycle_addresses", "infomax"})
+
+
+def test_forward_step_names_and_shapes(batch):
+    """Two pairs and three singles through every group: the names bma.losses.VariantLoss takes, their shapes, and
+    the pair rows keyed as forward() gives them."""
+    from bma.losses import STEP_OUTPUTS
+
+    assert set(STEP_OUTPUTS) == STEP_GROUPS
+    model = make()
+    g = torch.Generator().manual_seed(4)
+    pair_v, pair_s = torch.randn(2, 1, 28, 28, generator=g), torch.randn(2, 1, 40, 126, generator=g)
+    x_v, x_s = torch.cat([pair_v, batch[0]]), torch.cat([pair_s, batch[1]])
+    views = {"x_v2": batch[0].flip(-1), "x_s2": batch[1].flip(-1)}
+    out = model.forward_step(x_v, x_s, 2, **views, reads=STEP_GROUPS)
+    pairs = out.pop("pairs")
+    shapes = {k: tuple(v.shape) for k, v in out.items()}
+    assert shapes == {
+        "f_v": (3, D), "f_s": (3, D), "logits_v": (3, K), "logits_s": (3, K),
+        "ssl_v": (3, P), "ssl_v2": (3, P), "ssl_s": (3, P), "ssl_s2": (3, P),
+        "s_prime": (3, D), "v_prime": (3, D), "w_s": (3, N), "w_s_prime": (3, N), "w_v": (3, N), "w_v_prime": (3, N),
+        "infomax_v": (3, P), "infomax_key_v": (3, P), "infomax_s": (3, P), "infomax_key_s": (3, P),
+        "infomax_pair_v": (2, P), "infomax_pair_s": (2, P), "memory_image": (N, D), "memory_sound": (N, D),
+    }
+    expected = model(pair_v, pair_s)
+    assert set(pairs) == set(expected)
+    for name, value in expected.items():  # eval mode: the pairs' rows do not depend on the singles beside them
+        assert torch.allclose(pairs[name], value, atol=1e-5), name
+    assert torch.allclose(out["s_prime"], model.sound_cycle(out["f_s"])[1])
+    assert torch.allclose(out["w_v_prime"], model.recall(out["v_prime"], "image")[0])
+    # nothing asked, no pairs, no memory: the singles' features only
+    bare = make("unimodal").forward_step(*batch)
+    assert set(bare) == {"f_v", "f_s"}
