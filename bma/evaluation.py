@@ -26,6 +26,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from bma.config import EvalConfig
+
 
 @torch.no_grad()
 def embed(model, x: torch.Tensor, modality: str, device: torch.device, batch_size: int = 512) -> dict[str, np.ndarray]:
@@ -42,7 +44,7 @@ def embed(model, x: torch.Tensor, modality: str, device: torch.device, batch_siz
     return {k: torch.cat(v).numpy() for k, v in chunks.items()}
 
 
-def fit_probe(x: np.ndarray, y: np.ndarray, max_iter: int = 200):
+def fit_probe(x: np.ndarray, y: np.ndarray, max_iter: int = EvalConfig.probe_max_iter):
     """Standardise, then multinomial logistic regression (L-BFGS, L2, C=1): deterministic for fixed inputs."""
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, C=1.0))
     with warnings.catch_warnings():
@@ -51,7 +53,7 @@ def fit_probe(x: np.ndarray, y: np.ndarray, max_iter: int = 200):
     return probe
 
 
-def probe_accuracy(train_x, train_y, test_x, test_y, max_iter: int = 200) -> float:
+def probe_accuracy(train_x, train_y, test_x, test_y, max_iter: int = EvalConfig.probe_max_iter) -> float:
     return float((fit_probe(train_x, train_y, max_iter).predict(test_x) == test_y).mean())
 
 
