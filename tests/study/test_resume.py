@@ -7,6 +7,7 @@ per trial, and trials that had finished before the kill were not trained again.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -98,9 +99,14 @@ def test_killed_driver_resumes_without_duplicates_or_retraining(tmp_path: Path, 
         _kill_group(driver)
         log.close()
 
-    second = subprocess.run(_command(tmp_path), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=420)
+    # the resumed driver follows another metric: its own progress view runs, not the one Tune pickled
+    second = subprocess.run(_command(tmp_path) + ["--metric", "loss/total"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=420)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "resuming study resume-smoke" in second.stdout
+    progress = [line for line in second.stdout.splitlines() if line.startswith("[") and " done " in line]
+    assert progress and all("best loss/total" in line for line in progress), second.stdout[-2000:]
+    assert "done 4/4" in progress[-1] and re.search(r"best loss/total \d+\.\d{4}$", progress[-1]), progress[-1]
 
     runs = _trial_runs(tmp_path)
     keys = [r.data.tags["bma.trial_key"] for r in runs]
