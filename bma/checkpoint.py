@@ -79,7 +79,8 @@ class TrainState:
         saved_flat, flat = TrialConfig.from_flat(saved["config"]).to_flat(), self.config.to_flat()
         differs = sorted(k for k in flat if flat[k] != saved_flat.get(k))
         if differs:
-            raise ConfigError([f"{folder}: the checkpoint belongs to another trial configuration (differs in {differs})"])
+            raise ConfigError([f"{folder}: the checkpoint belongs to another trial configuration "
+                               f"(differs in {differs})"])
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.epoch, self.history = saved["epoch"], saved["history"]
