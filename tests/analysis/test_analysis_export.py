@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -12,11 +13,9 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 
 from analysis.__main__ import main
 from analysis.collect import collect_study
-from analysis.compare import holm
 from analysis.export import ExportOptions, run_export
 from analysis.plots import accuracy_vs_pairing, info_over_epochs
 from study import record as R
@@ -33,6 +32,88 @@ def _cell(df, variant, p, n, slots=64, tau_m=0.1):
 
 def _finals(store, variant, p, n, metric, slots=64, tau_m=0.1, seeds=(0, 1, 2)):
     return np.array([store.values[(variant, p, n, slots, tau_m, s)][metric][-1] for s in seeds])
+
+
+def _selected(store, variant, p, n, metric, slots=64, tau_m=0.1, seeds=(0, 1, 2)):
+    """Each seed's value at its lowest validation loss (the selected/ columns)."""
+    out = []
+    for s in seeds:
+        vals = store.values[(variant, p, n, slots, tau_m, s)]
+        out.append(vals[metric][int(np.argmin(vals["loss/val_pair"]))])
+    return np.array(out)
+
+
+# -- reference statistics, derived without scipy: the cells tested have 3 seeds, so 2 degrees of freedom ----------
+
+
+def _mean_sd(x) -> tuple[float, float]:
+    """Arithmetic mean and sample standard deviation (n - 1 in the denominator)."""
+    x = [float(v) for v in x]
+    mean = sum(x) / len(x)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in x) / (len(x) - 1))
+
+
+def _t_cdf_df2(t: float) -> float:
+    """Student t CDF for 2 degrees of freedom, in closed form."""
+    return 0.5 + t / (2 * math.sqrt(2 + t * t))
+
+
+def _t_quantile_df2(p: float) -> float:
+    """The inverse of _t_cdf_df2: t_{p,2} = (2p - 1) / sqrt(2p(1 - p)) (4.3027 at p = 0.975)."""
+    return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
+
+
+def _t_ci95_3(x) -> tuple[float, float]:
+    """mean +- t_{0.975,2} * s / sqrt(3) for 3 values."""
+    assert len(x) == 3
+    mean, sd = _mean_sd(x)
+    half = _t_quantile_df2(0.975) * sd / math.sqrt(3)
+    return mean - half, mean + half
+
+
+def _paired_t_3(d) -> tuple[float, float]:
+    """Paired t statistic of 3 differences, mean(d) / (s_d / sqrt(3)), and its two-sided p, 2 (1 - F(|t|))."""
+    assert len(d) == 3
+    mean, sd = _mean_sd(d)
+    t = mean / (sd / math.sqrt(3))
+    return t, 2 * (1 - _t_cdf_df2(abs(t)))
+
+
+def _wilcoxon_exact_two_sided(d) -> float:
+    """Exact two-sided signed-rank p, the definition analysis.compare gets from scipy.stats.wilcoxon(d) with its
+    defaults (zero_method "wilcox", two-sided, method "auto": exact for n <= 50 without zeros or ties, which the
+    assertion checks): W+ = the sum of the ranks of |d| over the positive d; under the null each of the 2^n sign
+    assignments is equally likely; p = min(1, 2 min(P(W+ <= w), P(W+ >= w)))."""
+    a = [abs(float(v)) for v in d]
+    n = len(a)
+    assert 0 not in a and len(set(a)) == n  # no zero, no tie
+    rank = {v: r + 1 for r, v in enumerate(sorted(a))}
+    w = sum(rank[abs(float(v))] for v in d if v > 0)
+    null = [sum(r for r, positive in zip(range(1, n + 1), signs) if positive)
+            for signs in itertools.product((False, True), repeat=n)]
+    le = sum(x <= w for x in null) / len(null)
+    ge = sum(x >= w for x in null) / len(null)
+    return min(1.0, 2 * min(le, ge))
+
+
+def _holm_by_procedure(p) -> list[float]:
+    """Holm's (1979) adjusted p-values read off the step-down procedure itself: at level alpha, compare the sorted
+    p_(1) <= p_(2) <= ... with alpha / m, alpha / (m - 1), ... and reject until the first that exceeds its bound;
+    a hypothesis's adjusted p is the smallest alpha at which it is rejected, capped at 1. The rejected set changes
+    only at the levels (m - k) p_(k), so the smallest such level is among them."""
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+
+    def rejected(alpha):
+        out = set()
+        for k, i in enumerate(order):
+            if (m - k) * p[i] > alpha:
+                break
+            out.add(i)
+        return out
+
+    levels = sorted((m - k) * p[i] for k, i in enumerate(order))
+    return [min(1.0, next(a for a in levels if i in rejected(a))) for i in range(m)]
 
 
 # -- runs.parquet ------------------------------------------------------------------------------------------------
@@ -112,30 +193,55 @@ def test_info_metrics_bring_their_sample_size_and_flag_counts():
 # -- summary -----------------------------------------------------------------------------------------------------
 
 
-def test_summary_mean_std_ci_equal_scipy(exported, store):
+def test_summary_mean_std_t_interval_by_closed_form(exported, store):
     summary = pd.read_parquet(os.path.join(exported.out_dir, "summary.parquet"))
     for variant in ("bma", "unimodal"):
         for p in (0.1, 0.5):
-            x = _finals(store, variant, p, 1000, MAIN)
             row = _cell(summary, variant, p, 1000).iloc[0]
-            col = f"final/{MAIN}"
-            assert row["n_seeds"] == 3 and row[f"{col}_n"] == 3
-            assert row[f"{col}_mean"] == pytest.approx(x.mean())
-            assert row[f"{col}_std"] == pytest.approx(x.std(ddof=1))
-            lo, hi = stats.t.interval(0.95, df=2, loc=x.mean(), scale=stats.sem(x))
-            assert row[f"{col}_ci95_low"] == pytest.approx(lo)
-            assert row[f"{col}_ci95_high"] == pytest.approx(hi)
+            assert row["n_seeds"] == 3
+            for col, x in ((f"final/{MAIN}", _finals(store, variant, p, 1000, MAIN)),
+                           (f"selected/{MAIN}", _selected(store, variant, p, 1000, MAIN))):
+                mean, sd = _mean_sd(x)
+                lo, hi = _t_ci95_3(x)
+                assert row[f"{col}_n"] == 3
+                assert row[f"{col}_mean"] == pytest.approx(mean, rel=1e-12)
+                assert row[f"{col}_std"] == pytest.approx(sd, rel=1e-9)
+                assert row[f"{col}_ci95_low"] == pytest.approx(lo, rel=1e-9)
+                assert row[f"{col}_ci95_high"] == pytest.approx(hi, rel=1e-9)
 
 
-def test_summary_bootstrap_option_uses_scipy_bootstrap(exported, store):
+def test_summary_bootstrap_option_is_a_percentile_bootstrap(exported, store):
+    """Properties the percentile bootstrap of the mean has on 3 distinct values, without calling the bootstrap:
+    each resample is one of 27 equally likely ordered draws, so the interval's ends are resample means (the
+    quantiles interpolate between neighbouring order statistics, which at 999 resamples are the same resample mean
+    here); it lies within the seeds' range and holds their mean; the same seed gives the same interval; and it is
+    not the t interval."""
     from analysis.aggregate import summarize
 
     summary = summarize(exported.data.runs, exported.data.keys, ci="bootstrap", n_resamples=999)
-    x = _finals(store, "bma", 0.1, 1000, MAIN)
-    ref = stats.bootstrap((x,), np.mean, n_resamples=999, method="percentile", rng=np.random.default_rng(0))
-    row = _cell(summary, "bma", 0.1, 1000).iloc[0]
-    assert row[f"final/{MAIN}_ci95_low"] == pytest.approx(ref.confidence_interval.low)
-    assert row[f"final/{MAIN}_ci95_high"] == pytest.approx(ref.confidence_interval.high)
+    again = summarize(exported.data.runs, exported.data.keys, ci="bootstrap", n_resamples=999)
+    col = f"final/{MAIN}"
+    for variant in ("bma", "unimodal"):
+        for p in (0.1, 0.5):
+            x = _finals(store, variant, p, 1000, MAIN)
+            assert len(set(x)) == 3
+            row = _cell(summary, variant, p, 1000).iloc[0]
+            lo, hi = row[f"{col}_ci95_low"], row[f"{col}_ci95_high"]
+            mean, sd = _mean_sd(x)
+            assert row[f"{col}_mean"] == pytest.approx(mean) and row[f"{col}_std"] == pytest.approx(sd)
+            assert x.min() - 1e-12 <= lo < mean < hi <= x.max() + 1e-12
+            achievable = [sum(r) / 3 for r in itertools.product(x, repeat=3)]
+            assert any(math.isclose(lo, a, rel_tol=1e-12) for a in achievable), (lo, sorted(set(achievable)))
+            assert any(math.isclose(hi, a, rel_tol=1e-12) for a in achievable), (hi, sorted(set(achievable)))
+            t_lo, t_hi = _t_ci95_3(x)
+            assert (lo, hi) != pytest.approx((t_lo, t_hi), rel=1e-6)
+            row2 = _cell(again, variant, p, 1000).iloc[0]
+            assert (row2[f"{col}_ci95_low"], row2[f"{col}_ci95_high"]) == (lo, hi)
+    # 999 resamples put each end on an extreme resample mean almost whatever the draw; with 19 the ends move with
+    # the random stream, so equal tables say the stream is seeded
+    ci_cols = [c for c in summary.columns if c.endswith(("_ci95_low", "_ci95_high"))]
+    few = [summarize(exported.data.runs, exported.data.keys, ci="bootstrap", n_resamples=19)[ci_cols] for _ in "ab"]
+    pd.testing.assert_frame_equal(few[0], few[1])
 
 
 def test_failed_and_running_are_counted_and_listed(exported, store):
@@ -196,29 +302,53 @@ def test_every_export_reads_back_and_tables_contain_every_cell(exported):
 # -- comparisons -------------------------------------------------------------------------------------------------
 
 
-def test_paired_tests_equal_scipy_and_holm_per_metric(exported, store):
+def test_paired_tests_by_formula_and_holm_per_metric(exported, store):
     cmp = pd.read_parquet(os.path.join(exported.out_dir, "compare.parquet"))
     metric = f"final/{MAIN}"
-    tested = []
+    tested, p_t, p_w = [], [], []
     for p in (0.1, 0.5):
         base = _finals(store, "unimodal", p, 1000, MAIN)
         var = _finals(store, "bma", p, 1000, MAIN)
+        d = var - base  # paired by seed: same order of seeds on both sides
         rows = cmp[(cmp["metric"] == metric) & (cmp["variant"] == "bma")].assign(**{"model.variant": "bma"})
         row = _cell(rows, "bma", p, 1000).iloc[0]
         assert row["baseline"] == "unimodal" and row["n_pairs"] == 3
-        assert row["mean_diff"] == pytest.approx((var - base).mean())
-        assert row["p_ttest"] == pytest.approx(stats.ttest_rel(var, base).pvalue)
-        assert row["p_wilcoxon"] == pytest.approx(stats.wilcoxon(var - base).pvalue)
+        mean_d, sd_d = _mean_sd(d)
+        t, p_two = _paired_t_3(d)
+        assert row["mean_diff"] == pytest.approx(mean_d)
+        assert row["std_diff"] == pytest.approx(sd_d, rel=1e-9)
+        assert (row["diff_ci95_low"], row["diff_ci95_high"]) == pytest.approx(_t_ci95_3(d), rel=1e-9)
+        assert row["t_stat"] == pytest.approx(t, rel=1e-9)
+        assert row["p_ttest"] == pytest.approx(p_two, rel=1e-6)
+        assert row["p_wilcoxon"] == pytest.approx(_wilcoxon_exact_two_sided(d), rel=1e-12)
         tested.append(row)
+        p_t.append(p_two)
+        p_w.append(_wilcoxon_exact_two_sided(d))
     # the family of this metric: the two cells with 3 pairs (the single-seed cells have n=1: NaN, no test)
     fam = cmp[cmp["metric"] == metric]
-    assert fam["p_ttest"].notna().sum() == 2
-    expected = holm([r["p_ttest"] for r in tested])
-    assert [r["p_ttest_holm"] for r in tested] == pytest.approx(list(expected))
+    assert fam["p_ttest"].notna().sum() == 2 and fam["p_wilcoxon"].notna().sum() == 2
+    assert [r["p_ttest_holm"] for r in tested] == pytest.approx(_holm_by_procedure(p_t), rel=1e-6)
+    assert [r["p_wilcoxon_holm"] for r in tested] == pytest.approx(_holm_by_procedure(p_w), rel=1e-12)
     single = fam[fam["n_pairs"] == 1]
     assert len(single) == 2 and single["p_ttest"].isna().all() and single["note"].str.contains("n=1").all()
     # metrics the baseline never logs are not compared
     assert "final/assoc/i2s_acc" not in set(cmp["metric"])
+
+
+def test_paired_test_with_mixed_signs_by_formula():
+    """Differences of both signs (the fixture's are all positive, the extreme of the signed-rank null): ranks of
+    |d| = (0.3, 0.1, 0.2) are (3, 1, 2), W+ = 3 + 2 = 5, P(W+ >= 5) = 2/8, two-sided p = 1/2."""
+    from analysis.compare import paired_test
+
+    base = np.array([0.50, 0.60, 0.40])
+    d = np.array([0.30, -0.10, 0.20])
+    var = base + d
+    row = paired_test(base, var)
+    t, p_two = _paired_t_3(var - base)
+    assert row["n_pairs"] == 3
+    assert row["t_stat"] == pytest.approx(t, rel=1e-9) and row["p_ttest"] == pytest.approx(p_two, rel=1e-6)
+    assert _wilcoxon_exact_two_sided(var - base) == 0.5
+    assert row["p_wilcoxon"] == pytest.approx(0.5, rel=1e-12)
 
 
 # -- exchange rate -----------------------------------------------------------------------------------------------
