@@ -19,11 +19,33 @@ def write_wav(path, freq: float, seconds: float = 0.2, rate: int = 8000):
     sf.write(str(path), (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32), rate, subtype="PCM_16")
 
 
+def _tiny_folder(root, side: str):
+    """A small imagefolder/soundfolder layout of classes 3 and 7: the other modality of a test, off the mirror."""
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for digit in ("3", "7"):
+            for i in range(3):
+                if side == "sound":
+                    write_wav(root / split / digit / f"{i}.wav", 300 + 100 * int(digit) + 10 * i)
+                else:
+                    path = root / split / digit / f"{i}.png"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    pixels = np.random.default_rng(10 * int(digit) + i).integers(0, 255, (28, 28), dtype=np.uint8)
+                    Image.fromarray(pixels, mode="L").save(path)
+    return root
+
+
 @pytest.mark.parametrize("side", ["image", "sound"])
 def test_missing_data_root_names_the_path(side, tmp_path):
     missing = tmp_path / "nonexistent"
-    source = SourceConfig("mnist" if side == "image" else "fsdd", root=str(missing))
-    cfg = TrialConfig().with_updates(**{f"data.{side}.source": source.source, f"data.{side}.root": str(missing)})
+    other = "sound" if side == "image" else "image"
+    source = "mnist" if side == "image" else "fsdd"
+    cfg = TrialConfig().with_updates(**{
+        f"data.{side}.source": source, f"data.{side}.root": str(missing),
+        # the other modality loads from a tiny folder: the missing root is the only problem, mirror or not
+        f"data.{other}.source": f"{other}folder", f"data.{other}.root": str(_tiny_folder(tmp_path / other, other)),
+    })
     with pytest.raises(DataError) as err:
         load_trial_data(cfg)
     assert str(missing) in str(err.value) and f"data.{side}" in str(err.value)
