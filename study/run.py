@@ -437,20 +437,15 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     import ray
-    from mlflow.tracking import MlflowClient
 
     if not args.verbose:  # MLflow's and alembic's INFO lines about creating the store are noise here
         for logger in ("mlflow", "alembic", "optuna"):
             logging.getLogger(logger).setLevel(logging.WARNING)
         # "Trials did not complete: [...]": the failed trials are listed at the end, with their reasons
         logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)
-    from ray import tune
-
-    from study.progress import StudyProgress
-    from trainables.bma_trainable import StudyContext, train_bma
-    from trainables.tracking import git_commit, mark_stopped_early, retry
-
     try:
+        # First: Ray's processes start while this driver imports the rest (the trainable imports torch and the
+        # science: seconds) and the data thread loads the features.
         ray.init(
             address=args.address,
             num_cpus=args.num_cpus if args.address is None else None,
@@ -467,6 +462,13 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
         print(f"error: {what}: Ray could not start ({type(exc).__name__}: {lines[0] if lines else ''})",
               file=sys.stderr)
         return EXIT_BAD_INPUT
+    from mlflow.tracking import MlflowClient
+    from ray import tune
+
+    from study.progress import StudyProgress
+    from trainables.bma_trainable import StudyContext, train_bma
+    from trainables.tracking import git_commit, mark_stopped_early, retry
+
     try:
         datas, problems, store = data.result() if hasattr(data, "result") else (*data, None)
     except BaseException:
