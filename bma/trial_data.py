@@ -113,6 +113,22 @@ def make_regime(cfg: TrialConfig, data: TrialData) -> Regime:
     )
 
 
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (N, C, H, W) with channels-last strides (H*W*C, 1, W*C, C), whatever strides it came with.
+
+    One layout for every trial's images, because the layout decides which convolution and pooling kernels run: with
+    one channel both layouts count as contiguous, and torch's `.contiguous(memory_format=...)` leaves either as it
+    is, yet a trial whose MNIST features arrived through Ray's zero-copy tensors (standard strides) trained ~50 %
+    slower on CPU than one that loaded them in-process (channels-last strides, from features.py's permute), and its
+    numbers differed in the last digits. Channels-last is the in-process layout of greyscale images, so trials run
+    in-process (the loop, study/reproduce.py) keep their numbers, and it is the fast layout on CPU and CUDA."""
+    n, c, h, w = x.shape
+    if x.stride() == (h * w * c, 1, w * c, c):
+        return x
+    out = torch.empty_strided(x.shape, (h * w * c, 1, w * c, c), dtype=x.dtype, device=x.device)
+    return out.copy_(x)
+
+
 class TrialTensors:
     """The regime's tensors, gathered once onto the device: the training pools (pairs first), the validation pairs,
     and the evaluation split (test samples, label-budget sets, other test domains) that bma.evaluation reads."""
@@ -127,7 +143,7 @@ class TrialTensors:
         def images(x: torch.Tensor, split: str, indices) -> torch.Tensor:
             """Gaussian noise tied to (seed, split, sample index): the same test image carries the same noise in
             every regime of a seed, and a training image keeps its noise when train_size grows."""
-            x = x[torch.as_tensor(indices, dtype=torch.long)]
+            x = channels_last(x[torch.as_tensor(indices, dtype=torch.long)])
             std = cfg.regime.image_noise_std
             if std <= 0:
                 return x
@@ -136,7 +152,7 @@ class TrialTensors:
                 torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(cfg.regime.seed * (1 << 41) + offset + int(i)))
                 for i in indices
             ])
-            return x + std * noise
+            return channels_last(x + std * noise)
 
         idx = lambda a: torch.as_tensor(a, dtype=torch.long)  # noqa: E731
         train_img, train_snd = idx(regime.train_image), idx(regime.train_sound)
@@ -170,7 +186,8 @@ class TrialTensors:
         for name, (fs, y) in data.dataset_domains.items():
             keep = torch.as_tensor(np.flatnonzero(y >= 0))
             target = "image_domains" if name.startswith("image_") else "sound_domains"
-            self.eval_split[target][name] = (fs.x[keep], torch.as_tensor(y)[keep])
+            x = channels_last(fs.x[keep]) if target == "image_domains" else fs.x[keep]
+            self.eval_split[target][name] = (x, torch.as_tensor(y)[keep])
 
 
 def _budget_sets(cfg: TrialConfig, regime: Regime, data: TrialData, y_img, y_snd, images) -> dict:
