@@ -280,13 +280,30 @@ def main(argv: list[str] | None = None) -> int:
             return data_refused(args.spec, problems)
         print("spec and data are valid; nothing started (--validate-only)")
         return EXIT_OK
-    # The data check (importing torch and the science, loading features: seconds) runs while Ray starts; a study
-    # the data cannot satisfy still stops before anything is written (Ray is shut down again).
+    # The data check (loading features, checking every trial's regime) and the MLflow store run in a thread while
+    # Ray starts; a study the data cannot satisfy still stops before anything is written (Ray is shut down again).
+    # Everything either thread imports is imported here first, in this one: two threads importing the same
+    # package at once (torch, mlflow; Ray imports torch in ray.init for its zero-copy tensors) can see it half
+    # initialised ("cannot import name ... partially initialized module").
+    import_engine()
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(1, thread_name_prefix="bma-data") as pool:
         data = pool.submit(prepare_then_store, spec, args, name, fingerprint, tracking_uri)
         return run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_dir, args, distinct)
+
+
+def import_engine() -> None:
+    """Import the modules the driver's two threads use (see main)."""
+    import mlflow.tracking  # noqa: F401
+    import ray  # noqa: F401
+    import torch  # noqa: F401
+    from ray import tune  # noqa: F401
+
+    import bma.trainer  # noqa: F401
+    import study.progress  # noqa: F401
+    import trainables.bma_trainable  # noqa: F401
+    import trainables.tracking  # noqa: F401
 
 
 def progress_metric(spec: StudySpec, args) -> tuple[str, str | None]:
@@ -444,8 +461,7 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
         # "Trials did not complete: [...]": the failed trials are listed at the end, with their reasons
         logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)
     try:
-        # First: Ray's processes start while this driver imports the rest (the trainable imports torch and the
-        # science: seconds) and the data thread loads the features.
+        # Ray's processes start while the data thread loads the features and opens the MLflow store.
         ray.init(
             address=args.address,
             num_cpus=args.num_cpus if args.address is None else None,
@@ -571,5 +587,15 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
     return EXIT_TRIALS_FAILED if failed else EXIT_OK
 
 
+def exit_now(code: int) -> None:
+    """End the driver without the interpreter's native teardown of torch's and Ray's libraries (~1.8 s with no
+    Python frame, measured in benchmarks/README.md): by now everything is written (the MLflow calls are synchronous,
+    Tune has saved its state, Ray is shut down), so only the console buffers need flushing."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())
