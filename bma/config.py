@@ -337,6 +337,9 @@ def validate(cfg: TrialConfig) -> list[str]:
         p.append(f"loss.tau_encoder: expected > 0, got {lo.tau_encoder}")
     if lo.encoder_objective not in ENCODER_OBJECTIVES:
         p.append(f"loss.encoder_objective: expected one of {ENCODER_OBJECTIVES}, got {lo.encoder_objective!r}")
+    elif lo.encoder_objective == "none" and m.variant == "unimodal":
+        p.append("loss.encoder_objective: none leaves the unimodal variant nothing to train (it has no memory and "
+                 "no pairs); expected supervised or contrastive")
     for name in ("w_pair", "w_address", "w_recall", "w_unpair", "w_encoder", "w_slot_decorrelation", "w_variance",
                  "w_infomax"):
         if getattr(lo, name) < 0:

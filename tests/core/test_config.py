@@ -26,3 +26,12 @@ def test_partial_source_keeps_default_source_via_with_updates():
 def test_partial_source_from_flat():
     cfg = TrialConfig.from_flat({"data.sound.root": "/somewhere"})
     assert cfg.data.sound == SourceConfig("fsdd", root="/somewhere")
+
+
+def test_a_unimodal_trial_with_nothing_to_train_is_refused():
+    from bma.config import ConfigError, TrialConfig
+
+    with pytest.raises(ConfigError, match="loss.encoder_objective: none leaves the unimodal variant nothing to train"):
+        TrialConfig().with_updates(variant="unimodal", encoder_objective="none")
+    for variant in ("paired_only", "bma"):  # the pairs (and cycles) still train them
+        assert TrialConfig().with_updates(variant=variant, encoder_objective="none").loss.encoder_objective == "none"
