@@ -274,12 +274,6 @@ def _final_and_selected(hist: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     return pd.concat([epochs, chosen.astype("float64"), pd.DataFrame(cols)], axis=1)
 
 
-def _param_text(value) -> str:
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(str(v) for v in value) + "]"
-    return str(value)
-
-
 def _cell_rows(runs) -> tuple[list[tuple], int]:
     """(run, params, cell overrides) per cell a run counts in: one row for a plain run; for a shared run (tags
     bma.shared / bma.cells, a trial several grid points make), one row per grid point, its params overlaid with the
@@ -296,7 +290,7 @@ def _cell_rows(runs) -> tuple[list[tuple], int]:
             continue
         shared += len(cells) > 1
         for cell in cells:
-            params = {**r.data.params, **{k: _param_text(v) for k, v in cell.items() if k != R.ARM}}
+            params = {**r.data.params, **{k: R.param_text(v) for k, v in cell.items() if k != R.ARM}}
             rows.append((r, params, cell))
     return rows, shared
 

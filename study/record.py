@@ -109,6 +109,13 @@ def read_axes(tags: dict[str, str]) -> list[str] | None:
     return [str(a) for a in axes] if isinstance(axes, list) else None
 
 
+def param_text(value: Any) -> str:
+    """A setting's value as an MLflow param: lists as ``[1, 5, 20]`` (TrialConfig.from_flat reads it back)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)
+
+
 def cells_tags(cells: list[dict] | None) -> dict[str, str]:
     """SHARED and CELLS (chunked) for a trial that stands for more grid points than its own, else nothing."""
     if not cells or (len(cells) == 1 and not cells[0]):
@@ -136,45 +143,58 @@ BMA_ONLY = ("bma",)
 
 @dataclass(frozen=True)
 class MetricFamily:
-    """Metrics matching ``pattern`` (fnmatch): their family, which value is better (``max``, ``min``, or None when
-    neither is: a count, a learning rate, an entropy), the split they are measured on (``train``, ``validation``,
-    ``test``: a search or any model selection may read only the first two), and the variants that log them (a
-    switch of the variant may still leave one off)."""
+    """Metrics matching ``pattern`` (fnmatch), and what a reader must know of them:
+
+    - ``family``: what kind of quantity;
+    - ``direction``: which value is better, ``max`` or ``min``, or None when neither is (a count, a rate, an
+      entropy);
+    - ``split``: what it is measured on, ``train``, ``validation`` or ``test``; a search, a scheduler or any model
+      selection reads only the first two (SELECTABLE_SPLITS);
+    - ``cadence``: which rounds report it: ``round`` (every one), ``eval`` (every eval.eval_every and the last),
+      ``info`` (every eval.info_every and the last);
+    - ``variants``: the variants that log it (a switch of the variant may still leave it off).
+    """
 
     pattern: str
     family: str
     direction: str | None
     split: str
+    cadence: str
     variants: tuple[str, ...]
     doc: str
 
 
+_ALL, _MEM = ALL_VARIANTS, MEMORY_VARIANTS
+_F = MetricFamily
 # Order matters: the first matching family describes a metric (specific patterns before general ones).
 METRICS: tuple[MetricFamily, ...] = (
-    MetricFamily("loss/total", "loss", "min", "train", ALL_VARIANTS, "the training objective, mean over a round's steps"),
-    MetricFamily("loss/encoder", "loss", "min", "train", ALL_VARIANTS, "the encoders' own objective"),
-    MetricFamily("loss/val_pair*", "loss", "min", "validation", ALL_VARIANTS, "pair losses on the validation split"),
-    MetricFamily("loss/pair*", "loss", "min", "train", MEMORY_VARIANTS, "L_pair and its terms"),
-    MetricFamily("loss/unpair", "loss", "min", "train", BMA_ONLY, "L_unpair (cycle consistency)"),
-    MetricFamily("loss/variance", "loss", "min", "train", BMA_ONLY, "switch loss.w_variance"),
-    MetricFamily("loss/infomax", "loss", "min", "train", BMA_ONLY, "switch loss.w_infomax"),
-    MetricFamily("acc/*", "probe", "max", "test", ALL_VARIANTS, "linear-probe accuracy on the test split (acc/<probe>/k<K>: "
-                 "K labels per class)"),
-    MetricFamily("retrieval/*_mem_*", "retrieval", "max", "test", MEMORY_VARIANTS, "class-level recall@K in memory space"),
-    MetricFamily("retrieval/*", "retrieval", "max", "test", ALL_VARIANTS, "class-level recall@K in the contrastive space"),
-    MetricFamily("assoc/*", "association", "max", "test", MEMORY_VARIANTS, "class agreement of the switched recall"),
-    MetricFamily("info/n_*", "info", None, "test", ALL_VARIANTS, "sample size and flagged-estimate counts of the info probes"),
-    MetricFamily("info/H_*", "info", None, "test", MEMORY_VARIANTS, "entropies (nats)"),
-    MetricFamily("info/eff_slots_*", "info", None, "test", MEMORY_VARIANTS, "effective number of slots, exp H(W)"),
-    MetricFamily("info/dH_*", "info", None, "test", MEMORY_VARIANTS, "entropy changes along the cycle (nats)"),
-    MetricFamily("info/dI_*", "info", None, "test", MEMORY_VARIANTS, "information changes along the cycle (nats)"),
-    MetricFamily("info/I_[SV]_Y/*", "info", "max", "test", MEMORY_VARIANTS, "lower bounds on I(memory read; class) (nats)"),
-    MetricFamily("info/I_*_Y/*", "info", "max", "test", ALL_VARIANTS, "lower bounds on I(representation; class) (nats)"),
-    MetricFamily("info/I_h*", "info", "max", "test", ALL_VARIANTS, "InfoNCE bounds on the encoders' information (nats)"),
-    MetricFamily("info/I_zv_zs/*", "info", "max", "test", ALL_VARIANTS, "I(Z_v; Z_s) between the paired embeddings (nats)"),
-    MetricFamily("info/I_*", "info", "max", "test", MEMORY_VARIANTS, "mutual information through the memories (nats)"),
-    MetricFamily("time/*", "time", "min", "train", ALL_VARIANTS, "seconds per round and per evaluation"),
-    MetricFamily("train/*", "training", None, "train", ALL_VARIANTS, "steps done, tau_m, learning rate, re-seeded slots"),
+    _F("loss/total", "loss", "min", "train", "round", _ALL, "the training objective, mean over a round's steps"),
+    _F("loss/encoder", "loss", "min", "train", "round", _ALL, "the encoders' own objective"),
+    _F("loss/val_pair*", "loss", "min", "validation", "eval", _ALL, "L_pair and its contrastive term on the "
+       "validation pairs"),
+    _F("loss/pair*", "loss", "min", "train", "round", _MEM, "L_pair and its terms"),
+    _F("loss/unpair", "loss", "min", "train", "round", BMA_ONLY, "L_unpair (cycle consistency)"),
+    _F("loss/variance", "loss", "min", "train", "round", BMA_ONLY, "switch loss.w_variance"),
+    _F("loss/infomax", "loss", "min", "train", "round", BMA_ONLY, "switch loss.w_infomax"),
+    _F("loss/slot_decorrelation", "loss", "min", "train", "round", _MEM, "switch loss.w_slot_decorrelation"),
+    _F("acc/*", "probe", "max", "test", "eval", _ALL, "linear-probe accuracy (acc/<probe>/k<K>: K labels per class)"),
+    _F("retrieval/*_mem_*", "retrieval", "max", "test", "eval", _MEM, "class-level recall@K in memory space"),
+    _F("retrieval/*", "retrieval", "max", "test", "eval", _ALL, "class-level recall@K in the contrastive space"),
+    _F("assoc/*", "association", "max", "test", "eval", _MEM, "class agreement of the switched recall"),
+    _F("info/n_*", "info", None, "test", "info", _ALL, "sample size and flagged-estimate counts of the probes"),
+    _F("info/H_*", "info", None, "test", "info", _MEM, "entropies (nats)"),
+    _F("info/eff_slots_*", "info", None, "test", "info", _MEM, "effective number of slots, exp H(W)"),
+    _F("info/dH_*", "info", None, "test", "info", _MEM, "entropy changes along the cycle (nats)"),
+    _F("info/dI_*", "info", None, "test", "info", _MEM, "information changes along the cycle (nats)"),
+    _F("info/I_[SV]_Y/*", "info", "max", "test", "info", _MEM, "lower bounds on I(memory read; class) (nats)"),
+    _F("info/I_*_Y/*", "info", "max", "test", "info", _ALL, "lower bounds on I(representation; class) (nats)"),
+    _F("info/I_h*", "info", "max", "test", "info", _ALL, "InfoNCE bounds on the encoders' information (nats)"),
+    _F("info/I_zv_zs/*", "info", "max", "test", "info", _ALL, "I(Z_v; Z_s) between the paired embeddings (nats)"),
+    _F("info/I_*", "info", "max", "test", "info", _MEM, "mutual information through the memories (nats)"),
+    _F("time/eval_s", "time", "min", "train", "eval", _ALL, "seconds of a round's evaluation"),
+    _F("time/info_s", "time", "min", "train", "info", _ALL, "seconds of a round's information probes"),
+    _F("time/*", "time", "min", "train", "round", _ALL, "seconds of a round's training"),
+    _F("train/*", "training", None, "train", "round", _ALL, "steps done, tau_m, learning rate, re-seeded slots"),
 )
 XDOMAIN = "xdomain/"  # xdomain/<domain>/<metric>: a metric of METRICS measured on another domain's test data
 PROGRESS_METRIC = "acc/sound_probe_h"  # what the progress view follows by default (shown, never selected on)

@@ -600,8 +600,8 @@ def _parse_search(raw: Any, grid: dict, arms: dict, base: dict, settable, proble
     if selects and mode not in ("max", "min"):
         problems.append(f"search.mode: expected max or min, got {_show(mode)}")
     elif selects and family is not None and family.direction not in (None, mode):
-        problems.append(f"search.mode: {mode}, but a better {metric} is a {'larger' if family.direction == 'max' else 'smaller'}"
-                        f" one (mode: {family.direction})")
+        better = "larger" if family.direction == "max" else "smaller"
+        problems.append(f"search.mode: {mode}, but a better {metric} is a {better} one (mode: {family.direction})")
     num = raw.get("num_samples", 1 if algorithm == "grid" else None)
     if isinstance(num, bool) or not isinstance(num, int) or num < 1:
         problems.append(f"search.num_samples: expected a whole number of trials >= 1, got {_show(num)}")
@@ -697,15 +697,13 @@ def _distribution(dist: Any, where: str, problems: list[str]) -> tuple[str | Non
 
 
 def reported_every_round(metric: str, cfg: TrialConfig) -> bool:
-    """Whether every report of a trial carries ``metric`` (Tune's searchers and schedulers need it in each one):
-    training losses, train/* and time/epoch_s always; information probes (and their timing) when eval.info_every
-    is 1; evaluation metrics, the validation losses and their timing when eval.eval_every is 1."""
+    """Whether every report of a trial carries ``metric`` (Tune's searchers and schedulers need it in each one),
+    from its cadence in the record's registry: every round, or every eval.eval_every / eval.info_every round."""
     family = R.metric_family(metric)
-    if metric.startswith("info/") or metric == "time/info_s":
+    cadence = family.cadence if family is not None else "eval"
+    if cadence == "info":
         return cfg.eval.info_every == 1
-    if family is not None and family.split == "train" and metric != "time/eval_s":
-        return True
-    return cfg.eval.eval_every == 1
+    return cadence == "round" or cfg.eval.eval_every == 1
 
 
 def search_flats(spec: StudySpec) -> list[dict[str, Any]]:
@@ -731,7 +729,8 @@ def _space_problems(spec: StudySpec) -> list[str]:
         except (ConfigError, TypeError, ValueError, OverflowError):
             cfg = None  # reported by the trial check
         if cfg is not None and not reported_every_round(metric, cfg):
-            every = "eval.info_every" if metric.startswith("info/") else "eval.eval_every"
+            family = R.metric_family(metric)
+            every = "eval.info_every" if family is not None and family.cadence == "info" else "eval.eval_every"
             out[f"search.metric: {metric} is reported every {getattr(cfg.eval, every.split('.')[1])} rounds, but a "
                 f"searcher and a scheduler read it in every report; set trial.{every}: 1"] = None
     for path, (kind, args) in spec.search["space"].items():

@@ -4,8 +4,6 @@ layout: experiment, parent run, trial runs, their tags, params and metrics).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
@@ -193,7 +191,7 @@ class TrialTracker:
             name = R.run_name(flat, axes, key, arm)
             run = retry(lambda: self.client.create_run(experiment_id, run_name=name, tags=tags))
             self.run_id = run.info.run_id
-            params = [Param(k, _param_text(v)) for k, v in sorted(cfg.to_flat().items())]
+            params = [Param(k, R.param_text(v)) for k, v in sorted(cfg.to_flat().items())]
             for i in range(0, len(params), 90):  # MLflow takes at most 100 params per batch
                 retry(lambda chunk=params[i:i + 90]: self.client.log_batch(self.run_id, params=chunk))
         else:
@@ -243,12 +241,6 @@ class TrialTracker:
         text = f"{type(error).__name__}: {error}"[:4000]
         retry(lambda: self.client.log_batch(self.run_id, tags=[RunTag(R.STATUS, "failed"), RunTag(R.ERROR, text)]))
         retry(lambda: self.client.set_terminated(self.run_id, status="FAILED"))
-
-
-def _param_text(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(str(v) for v in value) + "]"
-    return str(value)
 
 
 def mark_stopped_early(tracking_uri: str, experiment_id: str, parent_run_id: str,

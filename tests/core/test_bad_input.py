@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bma.config import ConfigError, SourceConfig, TrialConfig
+from bma.config import ConfigError, TrialConfig
 from bma.data.errors import DataError
 from bma.data.regimes import RegimeError
 from bma.trainer import fit, load_trial_data, make_regime

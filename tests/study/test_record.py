@@ -232,3 +232,25 @@ def test_retired_settings_still_rebuild_recorded_trials():
     assert TrialConfig.from_flat(flat) == TrialConfig()
     with pytest.raises(ValueError, match="model.sound_encoder: unknown setting"):
         TrialConfig.from_flat({**flat, "model.sound_encoder": "resnet"})
+
+
+@pytest.mark.parametrize("name, cadence", [
+    ("loss/total", "round"), ("loss/slot_decorrelation", "round"), ("train/steps", "round"),
+    ("time/epoch_s", "round"), ("time/eval_s", "eval"), ("time/info_s", "info"), ("loss/val_pair", "eval"),
+    ("acc/image_probe_h", "eval"), ("xdomain/snr0db/assoc/s2i_acc", "eval"), ("info/I_S_Sprime/ksg", "info"),
+])
+def test_cadence_says_which_rounds_report_a_metric(name, cadence):
+    from study.spec import reported_every_round
+
+    assert R.metric_family(name).cadence == cadence
+    every5 = TrialConfig()  # eval_every 5, info_every 5
+    assert reported_every_round(name, every5) is (cadence == "round")
+    each = TrialConfig().with_updates(**{"eval.eval_every": 1, "eval.info_every": 1})
+    assert reported_every_round(name, each)
+
+
+def test_param_text_is_what_the_config_reads_back():
+    flat = TrialConfig().with_updates(**{"eval.label_budgets": (1, 5)}).to_flat()
+    texts = {k: R.param_text(v) for k, v in flat.items()}
+    assert texts["eval.label_budgets"] == "[1, 5]"
+    assert TrialConfig.from_flat(texts) == TrialConfig.from_flat(flat)
