@@ -579,7 +579,7 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
     print(f"\nstudy {name}: {len(results) - len(failed)} of {len(results)} trials finished{early}, {len(failed)} failed")
     for r in failed:
         first_line = str(r.error).strip().splitlines()[-1] if str(r.error).strip() else type(r.error).__name__
-        print(f"  failed: {r.path}: {first_line[:300]}")
+        print(f"  failed: {results_store.shown(r.path)}: {first_line[:300]}")
     print(f"\nMLflow store: {tracking_uri}   experiment: {name}")
     if tracking_uri.startswith("sqlite:"):
         print(f"  browse:  mlflow ui --backend-store-uri {tracking_uri}")
