@@ -22,7 +22,7 @@ import pandas as pd
 
 from analysis.aggregate import t_interval
 from analysis.boost import report_cli, write_tables
-from analysis.collect import AnalysisError, collect_study, open_client, resolve_tracking_uri
+from analysis.collect import AnalysisError, collect_study
 from analysis.compare import holm, paired_test
 
 SEED = "seed"
@@ -45,7 +45,8 @@ ACCURACY = ("acc/sound_probe_h/k5", "acc/image_probe_h/k5", "acc/sound_probe_h/k
 
 
 def arm_switches(runs: pd.DataFrame, baseline: str) -> dict[str, list[str]]:
-    """Which TARGETS settings each arm changes from the baseline arm (read from the recorded params)."""
+    """Which TARGETS settings each arm changes from the baseline arm (the collected runs carry every setting that
+    differs between cells as a column; one that never differs is no switch)."""
     base = runs[runs["arm"] == baseline]
     out: dict[str, list[str]] = {}
     for arm, group in runs.groupby("arm"):
@@ -62,9 +63,7 @@ def report(study: str, tracking_uri: str | None, out: Path, baseline: str = "bma
     runs["arm"] = runs["arm"].fillna("")  # the arm tag (study/record.py ARM), as collected
     if baseline not in set(runs["arm"]):
         raise AnalysisError(f"study {study}: no trial of the baseline arm {baseline!r} (arms: {sorted(set(runs['arm']))})")
-    params = _params(tracking_uri, runs["run_id"].tolist())
-    for setting in TARGETS:
-        runs[setting] = runs["run_id"].map(lambda rid, s=setting: params[rid].get(s))
+    # the arms' switches are columns of the collected runs already (settings that differ between cells)
     metrics = [m for m in ACCURACY if f"final/{m}" in runs.columns]
     targets = {s: next((m for m in ms if f"final/{m}" in runs.columns and runs[f"final/{m}"].notna().any()), None)
                for s, (_, ms) in TARGETS.items()}
@@ -119,11 +118,6 @@ def report(study: str, tracking_uri: str | None, out: Path, baseline: str = "bma
     tables = {"arms": arms_table, "vs_baseline": vs, "table1": table1}
     write_tables(tables, out)
     return tables
-
-
-def _params(tracking_uri: str | None, run_ids: list[str]) -> dict[str, dict[str, str]]:
-    client = open_client(resolve_tracking_uri(tracking_uri))
-    return {rid: client.get_run(rid).data.params for rid in run_ids}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,9 +33,11 @@ class StudyProgress(Callback):
         """``mode``: max (the best value is the largest) or min; by default the metric registry's direction
         (study/record.py). ValueError for a metric that has no better value."""
         global _DRIVER_VIEW
+        if mode is None and (why := R.direction_problem(metric)):
+            raise ValueError(why)
         mode = mode or R.metric_direction(metric)
         if mode not in ("max", "min"):
-            raise ValueError(f"{metric}: no better value to show (not a registered metric with a direction)")
+            raise ValueError(f"mode: expected max or min, got {mode!r}")
         self.total = total
         self.metric = metric
         self.mode = mode

@@ -217,6 +217,18 @@ SPLITS = ("train", "validation", "test")
 SELECTABLE_SPLITS = ("train", "validation")  # what a search, a scheduler or a reported "best" may select on
 
 
+def direction_problem(name: str) -> str | None:
+    """Why ``name`` cannot be followed or selected on (not registered, or no better value), or None: one wording
+    for the driver's --metric, a search's metric and the progress view."""
+    family = metric_family(name)
+    if family is None:
+        return (f"{name} is not a metric the trials report (study/record.py METRICS lists the families, e.g. "
+                f"{PROGRESS_METRIC}, loss/total, {SELECTION_METRIC})")
+    if family.direction is None:
+        return f"{name} has no better value ({family.doc}); choose a metric that is maximised or minimised"
+    return None
+
+
 def metric_direction(name: str) -> str | None:
     """'max' or 'min' (which value is better), None when neither is or the metric is unknown."""
     family = metric_family(name)

@@ -245,8 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
-    if problem := metric_problem(args.metric):
-        print(f"error: {problem}", file=sys.stderr)
+    if args.metric is not None and (problem := R.direction_problem(args.metric)):
+        print(f"error: --metric {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
     tracking_uri = resolve_tracking_uri(args.tracking_uri)
     storage = resolve_storage(args.storage)
@@ -312,19 +312,6 @@ def progress_metric(spec: StudySpec, args) -> tuple[str, str | None]:
     if spec.search is not None and args.metric in (None, spec.search["metric"]):
         return spec.search["metric"], spec.search["mode"]
     return args.metric or R.PROGRESS_METRIC, None
-
-
-def metric_problem(metric: str | None) -> str | None:
-    """Why --metric cannot be followed (unknown, or no better value), or None."""
-    if metric is None:
-        return None
-    family = R.metric_family(metric)
-    if family is None:
-        return (f"--metric {metric}: not a metric the trials report (study/record.py METRICS lists the families, "
-                f"e.g. {R.PROGRESS_METRIC}, loss/total, {R.SELECTION_METRIC})")
-    if family.direction is None:
-        return f"--metric {metric}: has no better value ({family.doc}); choose a metric that is maximised or minimised"
-    return None
 
 
 def fits_this_machine(resources: dict[str, float], args) -> bool:

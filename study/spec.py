@@ -585,16 +585,12 @@ def _parse_search(raw: Any, grid: dict, arms: dict, base: dict, settable, proble
     if selects and (not isinstance(metric, str) or not metric):
         problems.append(f"search.metric: expected the name of a reported metric (e.g. {R.SELECTION_METRIC}), got "
                         f"{_show(metric)}")
-    elif selects and family is None:
-        problems.append(f"search.metric: {metric} is not a metric the trials report (see study/record.py METRICS; "
-                        f"e.g. {R.SELECTION_METRIC})")
-    elif selects and family.split not in R.SELECTABLE_SPLITS:
+    elif selects and family is not None and family.split not in R.SELECTABLE_SPLITS:
         problems.append(f"search.metric: {metric} is measured on the {family.split} split; a search selects "
                         f"settings, so it reads the {' or '.join(R.SELECTABLE_SPLITS)} split only (e.g. "
                         f"{R.SELECTION_METRIC})")
-    elif selects and family.direction is None:
-        problems.append(f"search.metric: {metric} has no better value (a count, a rate or an entropy); choose one "
-                        "that does")
+    elif selects and (why := R.direction_problem(metric)):
+        problems.append(f"search.metric: {why}")
     if selects and mode is None and family is not None and family.direction is not None:
         mode = family.direction  # the registry knows which value is better
     if selects and mode not in ("max", "min"):

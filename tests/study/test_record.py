@@ -187,7 +187,7 @@ def test_progress_follows_the_metric_direction():
     for tid, value in (("a", 2.0), ("b", 0.5), ("a", 1.0)):
         view.on_trial_result(0, [], _Trial(tid), {"loss/total": value})
     assert (view.best, view.best_trial) == (0.5, "b")  # the smallest loss, not the largest
-    with pytest.raises(ValueError, match="no better value"):
+    with pytest.raises(ValueError, match="has no better value"):
         StudyProgress(total=1, metric="train/lr", live=False)
 
 
