@@ -118,9 +118,9 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
 
     One layout for every trial's images, because the layout decides which convolution and pooling kernels run: with
     one channel both layouts count as contiguous, and torch's `.contiguous(memory_format=...)` leaves either as it
-    is, yet a trial whose MNIST features had standard strides (as Ray's zero-copy tensors deliver them) took 3.9-4.4 s
-    on CPU where the same trial with channels-last strides (in-process: features.py's permute) took 2.9 s, and its
-    numbers differed in the last digits (benchmarks/README.md, "Issue 13, second pass"). Channels-last is the in-process layout of greyscale images, so trials run
+    is, yet a trial whose MNIST features had standard strides (as Ray's zero-copy tensors deliver them) took 1.6x as
+    long on CPU as the same trial with channels-last strides (in-process: features.py's permute), and 26 of its 39
+    final metrics differed in the last digits (benchmarks/image_layout.py --unpinned). Channels-last is the in-process layout of greyscale images, so trials run
     in-process (the loop, study/reproduce.py) keep their numbers, and it is the fast layout on CPU and CUDA."""
     n, c, h, w = x.shape
     if x.stride() == (h * w * c, 1, w * c, c):
