@@ -35,6 +35,12 @@ STUDY = "bma.study"  # on the experiment and every run
 FINGERPRINT = "bma.fingerprint"  # parent run: the spec's content hash (a changed spec gets a new parent run)
 AXES = "bma.axes"  # parent run: JSON list of the study's axes (see the module doc)
 GIT_COMMIT = "bma.git_commit"  # the code's commit, "-dirty" when the worktree had changes
+# parent run: JSON {metric glob: delta}, the spec's analysis.sesoi (smallest effect of interest, in the metric's
+# units), declared before the study runs; the reports' verdicts (gain / loss / equivalent / inconclusive) read it
+SESOI = "bma.sesoi"
+# parent run: prefix of one tag per precision contrast of the spec (bma.precision.<name>): JSON with the seeds used,
+# the current estimate and CI, the verdict and why adding seeds stopped (or "open")
+PRECISION = "bma.precision."
 VARIANT = "bma.variant"  # trial: model.variant
 REGIME = "bma.regime"  # trial: the regime string without the seed (regime_name)
 SEED = "bma.seed"  # trial: regime.seed
