@@ -564,19 +564,16 @@ def test_export_into_a_read_only_place_exits_2(store, tmp_path, capsys):
 def test_cli_silent_server_exits_2_in_seconds(tmp_path, capsys, monkeypatch):
     """A server that accepts the connection and never answers: refused after the probe's timeout (here the 2 s the
     user asked for), not after MLflow's minutes of retries."""
-    import time
-
     from tests.conftest import silent_server
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     with silent_server() as (uri, accepted):
-        t0 = time.perf_counter()
         assert main(["export", "--study", "quick", "--tracking-uri", uri, "--out", str(tmp_path / "o")]) == 2
-        elapsed = time.perf_counter() - t0
     err = capsys.readouterr().err
     assert f"--tracking-uri {uri}: the MLflow tracking server cannot be used (no answer within 2 s)" in err
-    assert accepted and elapsed < 15
+    # bounded by attempts, not by a clock: the probe's connections, not MLflow's minutes of retries
+    assert 1 <= len(accepted) <= 2, f"{len(accepted)} connections to a server that never answers"
     assert not (tmp_path / "o").exists()
 
 
