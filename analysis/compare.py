@@ -16,6 +16,7 @@ import pandas as pd
 from scipy import stats
 
 from analysis.aggregate import COMPARE_PREFIXES, t_interval
+from analysis.verdicts import is_constant
 
 DEFAULT_BASELINE = "unimodal"
 VARIANT_COLUMNS = ("model.variant", "variant")
@@ -76,10 +77,12 @@ def paired_test(baseline, variant) -> dict:
     notes = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        t = stats.ttest_rel(v, b)
-        row["t_stat"], row["p_ttest"] = float(t.statistic), float(t.pvalue)
-        if np.all(d == d[0]):
-            notes.append("constant nonzero difference: t-test degenerate (t=inf)")
+        if is_constant(d):
+            # zero variance (up to rounding): t = inf and scipy's p = 0 would read as certainty; there is no test
+            notes.append("constant nonzero difference across seeds: zero variance, no t-test (NaN, not p = 0)")
+        else:
+            t = stats.ttest_rel(v, b)
+            row["t_stat"], row["p_ttest"] = float(t.statistic), float(t.pvalue)
         try:
             row["p_wilcoxon"] = float(stats.wilcoxon(d).pvalue)
         except ValueError as exc:
