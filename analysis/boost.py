@@ -361,8 +361,6 @@ def report_sesoi(study: str, tracking_uri: str | None, cli) -> tuple[dict[str, f
         sesoi, source = resolve_sesoi(cli, recorded)
     except ValueError as exc:
         raise AnalysisError(f"--sesoi: {exc}") from None
-    if sesoi:
-        source += ": " + ", ".join(f"{g} = {d:g}" for g, d in sesoi.items())
     return sesoi, source, notes
 
 

@@ -139,10 +139,12 @@ def resolve_sesoi(cli, recorded: dict[str, float] | None) -> tuple[dict[str, flo
     """The deltas a report uses and where they come from: ``--sesoi`` values when given (they replace the spec's
     whole mapping), else the study's recorded analysis.sesoi, else none (equivalence is then not tested)."""
     if cli:
-        return parse_sesoi(cli), "--sesoi"
-    if recorded:
-        return parse_sesoi(recorded), "the spec's analysis.sesoi (parent-run tag bma.sesoi)"
-    return {}, "none declared (spec analysis.sesoi or --sesoi): equivalence not tested"
+        sesoi, source = parse_sesoi(cli), "--sesoi"
+    elif recorded:
+        sesoi, source = parse_sesoi(recorded), "the spec's analysis.sesoi (parent-run tag bma.sesoi)"
+    else:
+        return {}, "none declared (spec analysis.sesoi or --sesoi): equivalence not tested"
+    return sesoi, source + ": " + ", ".join(f"{g} = {d:g}" for g, d in sesoi.items())
 
 
 STAT_COLUMNS = ["variant", "baseline", "metric", "family", "family_size", "n_pairs", "seeds", "mean_baseline",

@@ -307,9 +307,9 @@ def run_export(opts: ExportOptions) -> ExportResult:
         opts.recorded_sesoi, snotes = study_sesoi(opts.study, opts.tracking_uri, opts.parent_run)
         data.notes.extend(snotes)
     try:
-        resolve_sesoi(opts.sesoi, None)
+        resolve_sesoi(opts.sesoi, opts.recorded_sesoi)
     except ValueError as exc:
-        raise AnalysisError(f"--sesoi: {exc}") from None
+        raise AnalysisError(f"SESOI ({'--sesoi' if opts.sesoi else 'the spec'}): {exc}") from None
     out_dir = os.path.abspath(opts.out or os.path.join(DEFAULT_OUT_ROOT, data.study))
     files, notes, frames = write_folder(out_dir, lambda tmp: build_outputs(data, opts, tmp), "python -m analysis export")
     for n in notes:
