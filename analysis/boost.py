@@ -9,14 +9,20 @@ Reads one study from MLflow (only what the engine records: params, final metrics
 
 - ``curves.{csv,md}``: mean and 95 % t-interval over seeds of each probe at each label budget, per variant, pool
   size and remaining cell key (e.g. the number of pairs);
-- ``tests.{csv,md}``: paired tests (by seed: nested regimes make a seed one data draw for every variant and pool)
-  of bma vs unimodal, bma vs paired_only at every pool size, and of every variant's largest pool vs no pool;
-  t-test and Wilcoxon, Holm-corrected within each metric across all the tests of this report;
+- ``tests.{csv,md}``: paired contrasts (by seed: nested regimes make a seed one data draw for every variant and
+  pool) of bma - unimodal, bma - paired_only, paired_only - unimodal at every pool size, of every variant's largest
+  pool vs no pool, and every variant's trend over all pool levels (slope per log10(1 + pool), seeds as blocks),
+  each with its verdict (analysis.verdicts: estimate, 95 % and 90 % CI, delta, gain / loss / equivalent /
+  inconclusive, p, seeds needed); Holm within one family per metric (every row of that metric: ``family``,
+  ``family_size``; tests.md states "Holm over N tests within <metric>");
 - ``exchange.{csv,md}``: unpaired samples per pair for the same gain, from the finite differences of the
   accuracy along the pairs axis and along the pool axis (per seed, then mean and t-interval), where both exist;
 - ``information.{csv,md}``: the information quantities (info/*) per variant and pool, mean and 95 % t-interval;
 - ``boost_<metric>.png``: accuracy against pool size per variant with the t-band, one panel per label budget.
-Every number carries its sample size (seeds).
+Every number carries its sample size (seeds). A variant (or cell) whose trials all failed is said, not dropped: a
+note in tests.md and on stderr, and rows with n = 0 and the failures. ``--out`` follows the export's rule
+(analysis.export.write_folder): a folder a report did not write is refused (exit 2), nothing written.
+``--sesoi`` (``0.02`` for acc/*, or ``GLOB=0.02``) replaces the spec's recorded analysis.sesoi.
 """
 
 from __future__ import annotations
