@@ -311,7 +311,8 @@ def run_export(opts: ExportOptions) -> ExportResult:
     except ValueError as exc:
         raise AnalysisError(f"SESOI ({'--sesoi' if opts.sesoi else 'the spec'}): {exc}") from None
     out_dir = os.path.abspath(opts.out or os.path.join(DEFAULT_OUT_ROOT, data.study))
-    files, notes, frames = write_folder(out_dir, lambda tmp: build_outputs(data, opts, tmp), "python -m analysis export")
+    files, notes, frames = write_folder(out_dir, lambda tmp: build_outputs(data, opts, tmp),
+                                        "python -m analysis export")
     for n in notes:
         log.info("note: %s", n)
     return ExportResult(out_dir, files, notes, data, frames["summary"], frames["compare"], frames["exchange"])

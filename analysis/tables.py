@@ -57,7 +57,7 @@ def latex_escape(text: str) -> str:
     repl = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
     out = "".join(repl.get(ch, ch) for ch in str(text))
-    return out.replace("±", r"$\pm$").replace("–", "--").replace("Δ", r"$\Delta$")
+    return out.replace("±", r"$\pm$").replace("–", "--").replace("Δ", r"$\Delta$").replace("δ", r"$\delta$")
 
 
 def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
@@ -339,7 +339,8 @@ def compare_markdown(table, keys, baseline, header: dict, notes: list[str], main
         sub = table[(table["metric"] == metric) & (table["n_pairs"] > 0)]
         shown_table = compare_display(sub, keys).drop(columns="metric")
         fam = table[table["metric"] == metric]
-        size = int(fam["family_size"].iloc[0]) if "family_size" in fam and len(fam) else int(fam["p_ttest"].notna().sum())
+        size = int(fam["family_size"].iloc[0]) if "family_size" in fam and len(fam) else \
+            int(fam["p_ttest"].notna().sum())
         lines += [f"## {metric.removeprefix('final/')}", "",
                   family_line(size, metric.removeprefix("final/"), "every t-test of this metric in this comparison "
                               f"({fam['variant'].nunique()} variant(s) against the baseline x every cell; rows "

@@ -12,8 +12,8 @@ mean m, sd s (ddof 1), se = s / sqrt(n) and t_q the Student-t quantile with n - 
 - ``p_tost``: two one-sided tests against +-delta, max(P(T > (m + delta) / se), P(T < (m - delta) / se)); it is
   below alpha exactly when the 90 % CI lies strictly inside (-delta, +delta);
 - ``verdict`` (one rule, applied in this order):
-    1. ``undetermined`` when n < 3 or s = 0, up to rounding (``is_constant``; nothing is tested: every interval and p value is NaN, ``note`` says why;
-       a p value is never 0 from t = inf);
+    1. ``undetermined`` when n < 3 or s = 0 up to rounding (``is_constant``): nothing is tested, every interval
+       and p value is NaN and ``note`` says why (a p value is never 0 from t = inf);
     2. ``gain`` when the 95 % CI lies above 0, ``loss`` when below 0. The sign is the verdict even when the 90 % CI
        also lies inside +-delta: then ``within_sesoi`` is True and the note reads "gain, smaller than delta" -- a
        real effect, too small to matter by the spec's own standard;
@@ -84,7 +84,8 @@ def seeds_needed(sd: float, half_width: float, level: float = 0.95, min_n: int =
     the normal-theory n = (z sd / half_width)^2 and steps up by one.
     """
     if not (sd >= 0) or not (half_width > 0) or not (0 < level < 1):
-        raise ValueError(f"seeds_needed: needs sd >= 0, half_width > 0, 0 < level < 1 (got {sd}, {half_width}, {level})")
+        raise ValueError(f"seeds_needed: needs sd >= 0, half_width > 0, 0 < level < 1 "
+                         f"(got {sd}, {half_width}, {level})")
     q = (1 + level) / 2
     n = max(min_n, 2, int(math.floor((stats.norm.ppf(q) * sd / half_width) ** 2)))
     while stats.t.ppf(q, n - 1) * sd / math.sqrt(n) > half_width:

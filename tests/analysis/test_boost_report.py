@@ -80,7 +80,8 @@ def test_report_recovers_the_known_effects(tables):
     tests = tables["tests"]
     boost = tests[(tests["test"] == "pool 10000 - pool 0") & (tests["metric"] == "acc/sound_probe_h/k5")
                   & (tests["regime.pairs"] == 50)].set_index("model.variant")
-    assert boost.loc["bma", "estimate"] == pytest.approx(0.2) and boost.loc["unimodal", "estimate"] == pytest.approx(0.0)
+    assert boost.loc["bma", "estimate"] == pytest.approx(0.2)
+    assert boost.loc["unimodal", "estimate"] == pytest.approx(0.0)
     vs = tests[(tests["test"] == "bma - unimodal") & (tests["metric"] == "acc/sound_probe_h/k5")
                & (tests["regime.unpaired_images"] == 0) & (tests["regime.pairs"] == 200)]
     assert vs["estimate"].item() == pytest.approx(0.04)
