@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.aggregate import t_interval
+from analysis.aggregate import absent_groups, failure_reason, t_interval
 from analysis.collect import AnalysisError, collect_study, study_sesoi
 from analysis.compare import VERDICT_COLUMNS, holm_families, missing_row, resolve_sesoi, verdict_row
 from analysis.tables import verdict_markdown
@@ -88,31 +88,6 @@ TREND_X = "log10(1 + pool)"  # the trend's axis: pools are log-spaced and includ
 
 def trend_x(levels) -> np.ndarray:
     return np.log10(1.0 + np.asarray(levels, dtype=float))
-
-
-def failure_reason(trials: pd.DataFrame) -> str:
-    """Why a group of trials has no finished one: counts by state and the distinct errors, e.g.
-    ``3 failed (RuntimeError: CUDA out of memory x3)``; empty when the group has no trial at all."""
-    if trials.empty:
-        return ""
-    parts = []
-    for state, grp in trials.groupby("state", sort=True):
-        errors = grp["error"].dropna().astype(str).map(lambda e: " ".join(e.split())[:120]) if "error" in grp else []
-        counted = pd.Series(errors).value_counts() if len(errors) else pd.Series(dtype=int)
-        why = "; ".join(f"{e} x{n}" if n > 1 else e for e, n in counted.items())
-        parts.append(f"{len(grp)} {state}" + (f" ({why})" if why else ""))
-    return ", ".join(parts)
-
-
-def absent_groups(trials: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """The groups (``by``) of the study's trials (superseded ones left out) without a finished trial, with the
-    reason: one row per group, columns ``by`` + ``reason``. What a report says instead of dropping them."""
-    live = trials[~trials["superseded"]] if "superseded" in trials else trials
-    rows = []
-    for key, grp in live.groupby(by, dropna=False, sort=True):
-        if not grp["used"].any():
-            rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "reason": failure_reason(grp)})
-    return pd.DataFrame(rows, columns=by + ["reason"])
 
 
 def _select(frame: pd.DataFrame, where: dict) -> pd.DataFrame:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.aggregate import COMPARE_PREFIXES, t_interval
+from analysis.aggregate import COMPARE_PREFIXES, failure_reason, t_interval
 from analysis.verdicts import contrast, is_constant, parse_sesoi, sesoi_for
 
 DEFAULT_BASELINE = "unimodal"
@@ -198,6 +198,10 @@ def compare_variants(
     if baseline not in variants:
         notes.append(f"no comparison: baseline {baseline!r} has no finished trial (variants: {', '.join(variants)})")
         return _empty(cell), baseline, notes
+    live = runs[~runs["superseded"]] if "superseded" in runs else runs
+    for variant in sorted(set(live["variant"].dropna()) - set(variants)):
+        notes.append(f"variant {variant!r}: no finished trial "
+                     f"({failure_reason(live[live['variant'] == variant])}); not compared")
     others = [v for v in variants if v != baseline]
     if not others:
         notes.append(f"no comparison: only the baseline variant {baseline!r} ran")

@@ -220,3 +220,13 @@ def test_a_variant_whose_trials_all_failed_is_said_not_dropped(failed_store, tmp
     curves = pd.read_csv(tmp_path / "r" / "curves.csv")
     assert (curves[curves["model.variant"] == "paired_only"]["n_seeds"] == 0).all()
     assert "paired_only" in (tmp_path / "r" / "tests.md").read_text()
+
+
+def test_the_export_comparison_names_a_variant_whose_trials_all_failed(failed_store):
+    from analysis.collect import collect_study
+    from analysis.compare import compare_variants
+
+    data = collect_study("boostfail", failed_store)
+    table, baseline, notes = compare_variants(data.runs, data.keys)
+    assert baseline == "unimodal" and "paired_only" not in set(table["variant"])
+    assert any("'paired_only': no finished trial (9 failed" in n and "CUDA out of memory" in n for n in notes)
