@@ -46,9 +46,15 @@ def embed(model, x: torch.Tensor, modality: str, device: torch.device, batch_siz
 
 
 def fit_probe(x: np.ndarray, y: np.ndarray, max_iter: int = EvalConfig.probe_max_iter):
-    """Standardise, then multinomial logistic regression (L-BFGS, L2, C=1): deterministic for fixed inputs."""
+    """Standardise, then multinomial logistic regression (L-BFGS, L2, C=1): deterministic for fixed inputs.
+
+    One BLAS thread: a probe's matrices are small (a few hundred samples), and BLAS's threads cost more than they
+    save there (38 ms CPU per 200-sample fit with 2 OpenBLAS threads against 6 ms with one, idle machine), which
+    is what keeps eval.label_draws' repeated fits cheap next to training (benchmarks/label_draws.py)."""
+    from threadpoolctl import threadpool_limits
+
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, C=1.0))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
         warnings.simplefilter("ignore", ConvergenceWarning)
         probe.fit(x, y)
     return probe

@@ -226,7 +226,8 @@ def expand(plan: PrecisionPlan, grid: dict[str, list], arms: dict, canonical: Ca
             b = {**shared, **c.b}
             a = {**{p: b[p] for p in b if p not in a}, **a}  # an axis fixed on one side only is the same on both
             b = {**{p: a[p] for p in a if p not in b}, **b}
-            suffix = "" if not free else "[" + ",".join(f"{p.rsplit('.', 1)[-1]}={v}" for p, v in shared.items()) + "]"
+            named = {p: v for p, v in shared.items() if len(values[p]) > 1}  # a one-value axis names nothing
+            suffix = "" if not named else "[" + ",".join(f"{p.rsplit('.', 1)[-1]}={v}" for p, v in named.items()) + "]"
             out.append(CellContrast(c.name + suffix, c.metric, tuple(sorted(a.items())), tuple(sorted(b.items()))))
     return out
 
