@@ -81,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
             wanted = set(classes)
         chosen = np.array([c in wanted for c in classes])
 
-        def keep(split) -> np.ndarray:
-            return chosen[np.asarray(split.y if hasattr(split, "y") else split.labels)]
+        def keep(split) -> np.ndarray:  # (N,) bool: the samples of the chosen classes (a SoundSplit or FeatureSet)
+            labels = split.labels if hasattr(split, "labels") else split.y.numpy()
+            return chosen[np.asarray(labels)]
 
         paths = [p for s in splits.values() for p, k in zip(s.paths, keep(s)) if k]
         after = energy_after(paths, args.crop)

@@ -149,7 +149,7 @@ def _load(name: str, smoke: bool = False):
         os.chdir(cwd)
 
 
-@pytest.mark.parametrize(("name", "n_trials"), [("cifar_esc50", 36), ("cifar_esc50_full", 180),
+@pytest.mark.parametrize(("name", "n_trials"), [("cifar_esc50", 60), ("cifar_esc50_full", 180),
                                                 ("cifar_esc50_boost", 72), ("cifar_esc50_boost_full", 270)])
 def test_specs_parse_select_the_esc50_preset_and_start_with_their_command(name, n_trials):
     spec = _load(name)
