@@ -78,8 +78,8 @@ def expand_feature_preset(section: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(name, str):
         return section
     if name not in FEATURE_PRESETS:
-        raise ConfigError([f"features: unknown preset {name!r}; expected a mapping of feature settings or one of "
-                           f"{sorted(FEATURE_PRESETS)}"])
+        known = sorted(FEATURE_PRESETS)
+        raise ConfigError([f"features: unknown preset {name!r}; expected feature settings or one of {known}"])
     out = {k: v for k, v in section.items() if k != "features"}
     for field_name, value in FEATURE_PRESETS[name].items():
         out.setdefault(f"features.{field_name}", value)

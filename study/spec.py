@@ -27,8 +27,15 @@ from typing import Any
 
 import yaml
 
-from bma.config import (FLAT_TYPES, SHORT_NAMES, ConfigError, SourceConfig, TrialConfig, effective_config,
-                        expand_feature_preset)
+from bma.config import (
+    FLAT_TYPES,
+    SHORT_NAMES,
+    ConfigError,
+    SourceConfig,
+    TrialConfig,
+    effective_config,
+    expand_feature_preset,
+)
 from study import record as R
 
 TOP_LEVEL = {"name", "description", "data", "grid", "trial", "arms", "resources", "max_concurrent_trials", "max_failures",

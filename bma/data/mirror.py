@@ -13,9 +13,11 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import tempfile
+import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -129,8 +131,6 @@ def fetch(url: str, dest: Path, md5: str | None = None, timeout: float = 60.0, *
 
 def _fetch_locked(url: str, dest: Path, part: Path, md5: str | None, sha256: str | None, timeout: float) -> Path:
     """``fetch`` with the part's lock held: resume or restart, verify, rename."""
-    import http.client
-    import urllib.error
 
     for attempt in range(2):
         offset = part.stat().st_size
@@ -148,13 +148,18 @@ def _fetch_locked(url: str, dest: Path, part: Path, md5: str | None, sha256: str
                 resumed = offset and response.status == 206
                 if offset and not resumed:
                     offset = 0  # the server sent the whole file: start the part again
+                answered = (response.headers.get("Content-Range") or "").removeprefix("bytes ").split("-")[0]
+                if resumed and answered.isdigit() and int(answered) != offset:
+                    os.truncate(part, 0)
+                    raise OSError(f"{url}: asked for bytes from {offset:,}, the server sent them from "
+                                  f"{int(answered):,}; the part was discarded, run again to download afresh")
                 length = response.headers.get("Content-Length")
                 total = offset + int(length) if length and length.isdigit() else None
                 with open(part, "r+b" if resumed else "wb") as out, _progress(dest.name, total, offset) as bar:
                     out.seek(offset)
                     out.truncate()
                     try:
-                        for block in iter(lambda: response.read(CHUNK), b""):
+                        while block := response.read(CHUNK):
                             out.write(block)
                             bar.update(len(block))
                     except http.client.HTTPException as exc:  # IncompleteRead: the connection dropped mid-file
@@ -208,10 +213,10 @@ def download_archive(url: str, target: Path, inner: str | None = None, md5: str 
     ``<top>`` itself) as ``target``.
 
     The archive is fetched (resumable, checksum-verified: ``fetch``) to ``<target's folder>/.downloads/<filename>``
-    (default: the URL's last part), where an interrupted download resumes, and deleted once installed. Only members under ``<top>/<inner>/`` are extracted,
-    into a temporary sibling folder renamed to ``target`` at the end, so an interrupted download or extraction never
-    leaves a half-filled ``target``; if ``target`` appears meanwhile (another process finished first), that one is
-    kept.
+    (default: the URL's last part), where an interrupted download resumes, and deleted once installed. Only members
+    under ``<top>/<inner>/`` are extracted, into a temporary sibling folder renamed to ``target`` at the end, so an
+    interrupted download or extraction never leaves a half-filled ``target``; if ``target`` appears meanwhile
+    (another process finished first), that one is kept.
     """
     if target.exists():
         return target

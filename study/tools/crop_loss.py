@@ -32,7 +32,7 @@ def energy_after(paths, crop_seconds: float) -> np.ndarray:
         audio, rate = read_audio(path)
         energy = np.square(audio.astype(np.float64))
         total = energy.sum()
-        out[i] = energy[int(round(crop_seconds * rate)):].sum() / total if total > 0 else 0.0
+        out[i] = energy[round(crop_seconds * rate):].sum() / total if total > 0 else 0.0
     return out
 
 

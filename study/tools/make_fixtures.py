@@ -93,11 +93,11 @@ def esc50_clip(target: int, rng: np.random.Generator, onset: float | None = None
                rate: int = ESC50_RATE) -> tuple[np.ndarray, float]:
     """(float32 samples in [-1, 1], onset in s): a noise floor at -60 dBFS and one 0.6-s harmonic event of the
     class's pitch (3 harmonics, Hann envelope, peak ~0.5) starting at ``onset`` (uniform over the clip if None)."""
-    n = int(round(seconds * rate))
+    n = round(seconds * rate)
     clip = 0.001 * rng.standard_normal(n)
     if onset is None:
         onset = float(rng.uniform(0.0, max(seconds - EVENT_SECONDS, 0.0)))
-    start, length = int(round(onset * rate)), int(round(EVENT_SECONDS * rate))
+    start, length = round(onset * rate), round(EVENT_SECONDS * rate)
     length = min(length, n - start)
     t = np.arange(length) / rate
     f0 = event_pitch(target)

@@ -16,8 +16,7 @@ from bma.config import FEATURE_PRESETS, ConfigError, FeatureConfig, ModelConfig,
 from bma.data.features import FeatureStore
 from bma.data.regimes import build_regime, load_classmap
 from bma.data.sources import load_images, load_sounds
-from study.tools.make_fixtures import (CIFAR10_CLASSES, ESC50_CATEGORIES, classmap_targets, write_cifar10,
-                                       write_esc50)
+from study.tools.make_fixtures import CIFAR10_CLASSES, ESC50_CATEGORIES, classmap_targets, write_cifar10, write_esc50
 
 REPO = Path(__file__).resolve().parents[2]
 CLASSMAP = REPO / "study" / "classmaps" / "cifar10_esc50.csv"
@@ -70,7 +69,10 @@ def late_events(tmp_path) -> Path:
 
 def _nearest_centroid_accuracy(store: FeatureStore, src: SourceConfig, feats: FeatureConfig) -> float:
     train, test = store.sounds(src, feats, "train"), store.sounds(src, feats, "test")
-    flat = lambda fs: fs.x.flatten(1).numpy()  # noqa: E731
+
+    def flat(fs):  # (N, 1, n_mels, T) -> (N, n_mels * T)
+        return fs.x.flatten(1).numpy()
+
     centroids = np.stack([flat(train)[train.y.numpy() == c].mean(0) for c in range(len(train.classes))])
     guess = np.argmin(((flat(test)[:, None, :] - centroids[None]) ** 2).sum(-1), axis=1)
     return float((guess == test.y.numpy()).mean())

@@ -154,7 +154,8 @@ def test_fsdd_download_archive(tmp_path, monkeypatch):
         zf.writestr("free-spoken-digit-dataset-master/README.md", "readme")
         for name in ("3_theo_0.wav", "3_theo_7.wav", "4_lucas_12.wav"):
             zf.write(write_wav(src_dir / name), f"free-spoken-digit-dataset-master/recordings/{name}")
-    monkeypatch.setattr(mirror_mod, "fetch", lambda url, dest, md5=None, timeout=60.0, **kw: shutil.copyfile(archive, dest))
+    monkeypatch.setattr(mirror_mod, "fetch",
+                        lambda url, dest, md5=None, timeout=60.0, **kw: shutil.copyfile(archive, dest))
     cache = tmp_path / "c"
     train = load_sounds(SourceConfig("fsdd"), "train", str(cache))
     assert [p.name for p in train.paths] == ["3_theo_7.wav", "4_lucas_12.wav"] and list(train.labels) == [3, 4]
