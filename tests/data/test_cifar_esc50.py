@@ -172,9 +172,14 @@ def _labels(per_class: int, classes: int = 10) -> np.ndarray:
 @pytest.mark.parametrize("name", SPECS)
 def test_every_trial_fits_the_real_datasets(name):
     """Every regime of the spec can be cut from CIFAR-10 and ESC-50 at their published sizes (labels only)."""
+    from bma.trial_data import check_label_budgets
+
     for flat in _load(name).trial_flats():
         cfg = TrialConfig.from_flat(flat)
         regime = build_regime(cfg.regime, _labels(5000), _labels(32), _labels(1000), _labels(8), 10)
+        # and the label-budget probes find their labelled samples (outside the pairs, unless eval.label_pool says)
+        check_label_budgets(cfg, regime, {"img": _labels(5000), "snd": _labels(32)},
+                            {"img": "cifar10", "snd": "esc50"})
         counts = regime.counts()
         assert counts["test_pairs"] == 80 and counts["val_pairs"] == 40
         if cfg.regime.pairs is not None:
