@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from bma.config import ConfigError, TrialConfig
+from bma.config import ConfigError, TrialConfig, expand_feature_preset
 from bma.data.errors import DataError
 from bma.data.regimes import RegimeError
 
@@ -46,11 +46,15 @@ def config_from_args(config_file: str | None, overrides: list[str]) -> TrialConf
             raise ConfigError([f"{path}: not valid YAML ({exc})"]) from None
         if not isinstance(loaded, dict):
             raise ConfigError([f"{path}: expected a mapping of settings"])
-        flat.update(flatten_mapping(loaded))
+        flat.update(flatten_mapping(expand_feature_preset(loaded)))
     for item in overrides:
         if "=" not in item:
             raise ConfigError([f"--set {item}: expected KEY=VALUE"])
         key, value = item.split("=", 1)
+        if key.strip() == "features":  # --set features=esc50: a named preset (bma.config.FEATURE_PRESETS)
+            flat.update({k: v for k, v in expand_feature_preset({"features": yaml.safe_load(value)}).items()
+                         if not any(o.split("=", 1)[0].strip() == k for o in overrides)})
+            continue
         flat[key.strip()] = yaml.safe_load(value)
     return TrialConfig.from_flat(flat)
 

@@ -43,7 +43,10 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    """Input features, computed once per data identity and cached (see bma.data.features)."""
+    """Input features, computed once per data identity and cached (see bma.data.features).
+
+    The sound defaults are FSDD's; other sound sources select a named set with ``features: <preset>``
+    (FEATURE_PRESETS below, e.g. ``esc50``: 5-s clips at 22.05 kHz)."""
 
     sample_rate: int = 8000  # FSDD is 8 kHz; other sound sources are resampled to this
     clip_seconds: float = 1.0  # pad/crop; FSDD clips are 0.14-2.28 s, mean 0.44 s
@@ -52,6 +55,35 @@ class FeatureConfig:
     hop_length: int = 64  # 8 ms at 8 kHz -> 126 frames per second
     image_size: int | None = None  # None: native size (28 for MNIST, 32 for CIFAR-10); else resized square
     sound_snr_db: float | None = None  # noise scenario: white noise added at this SNR to train and test clips
+
+
+SOUND_FEATURES = ("sample_rate", "clip_seconds", "n_mels", "n_fft", "hop_length")  # what a preset sets
+# Named sound-feature settings, selected in a trial block (a study spec's `trial:`, bma-trial's --config or --set)
+# with `features: <name>`; a `features.<field>` named beside it overrides that field. Each value lives here.
+FEATURE_PRESETS: dict[str, dict[str, Any]] = {
+    "fsdd": {name: getattr(FeatureConfig, name) for name in SOUND_FEATURES},  # the FeatureConfig defaults
+    # ESC-50: 5-s clips recorded at 44.1 kHz. The whole clip is kept (events sit anywhere in it: docs/data.md,
+    # "ESC-50 features"), resampled to 22.05 kHz (mel bands up to 11 kHz); a 1,024-sample window (46 ms) with a
+    # 512-sample hop (23 ms) and 64 mel bands (Piczak 2015's ESC-50 baseline: 22.05 kHz, 1,024 / 512, 60 bands):
+    # 64 x 216 frames per clip, 2.7x the pixels of an FSDD spectrogram.
+    "esc50": {"sample_rate": 22050, "clip_seconds": 5.0, "n_mels": 64, "n_fft": 1024, "hop_length": 512},
+}
+
+
+def expand_feature_preset(section: dict[str, Any]) -> dict[str, Any]:
+    """A trial block (nested sections or dotted keys) whose ``features`` is a preset name, with the name replaced
+    by the preset's settings as dotted keys; settings named beside it (``features.n_mels``) win. Other blocks come
+    back unchanged. ConfigError naming the preset when it is unknown."""
+    name = section.get("features")
+    if not isinstance(name, str):
+        return section
+    if name not in FEATURE_PRESETS:
+        known = sorted(FEATURE_PRESETS)
+        raise ConfigError([f"features: unknown preset {name!r}; expected feature settings or one of {known}"])
+    out = {k: v for k, v in section.items() if k != "features"}
+    for field_name, value in FEATURE_PRESETS[name].items():
+        out.setdefault(f"features.{field_name}", value)
+    return out
 
 
 @dataclass(frozen=True)
@@ -540,6 +572,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "EvalConfig",
+    "FEATURE_PRESETS",
     "FeatureConfig",
     "FLAT_TYPES",
     "LossConfig",
@@ -553,4 +586,5 @@ __all__ = [
     "validate",
     "VARIANT_IGNORES",
     "effective_config",
+    "expand_feature_preset",
 ]

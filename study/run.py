@@ -219,7 +219,9 @@ def prepare_data(spec: StudySpec, verbose: bool):
                                 "cache is data.cache_dir, else $BMA_CACHE_DIR, else ~/.cache/bma-study)")
         if datas[key] is None:
             continue
-        regime_id = (key, cfg.regime)
+        # make_regime also checks the label budgets, which read the variant and eval.label_*: a unimodal trial's
+        # pass says nothing of a bma trial on the same regime
+        regime_id = (key, cfg.regime, cfg.model.variant, cfg.eval.label_pool, cfg.eval.label_budgets)
         if regime_id in checked:
             continue
         checked.add(regime_id)

@@ -27,7 +27,15 @@ from typing import Any
 
 import yaml
 
-from bma.config import FLAT_TYPES, SHORT_NAMES, ConfigError, SourceConfig, TrialConfig, effective_config
+from bma.config import (
+    FLAT_TYPES,
+    SHORT_NAMES,
+    ConfigError,
+    SourceConfig,
+    TrialConfig,
+    effective_config,
+    expand_feature_preset,
+)
 from study import record as R
 
 TOP_LEVEL = {"name", "description", "data", "grid", "trial", "arms", "resources", "max_concurrent_trials", "max_failures",
@@ -460,6 +468,11 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
     if not isinstance(trial, dict):
         problems.append(f"trial: expected a mapping of fixed settings, got {type(trial).__name__}")
         trial = {}
+    try:  # `features: esc50` selects a named set of sound-feature settings (bma.config.FEATURE_PRESETS)
+        trial = expand_feature_preset(trial)
+    except ConfigError as exc:
+        problems.extend(f"trial.{p}" for p in exc.problems)
+        trial = {k: v for k, v in trial.items() if k != "features"}
     labels: dict[str, str] = {}
     settable = lambda path: path in FLAT_TYPES and path not in DATA_PATHS  # noqa: E731
     for path, (key, value) in _settings("trial", _flatten_section(trial), settable, problems).items():

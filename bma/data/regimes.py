@@ -271,6 +271,9 @@ def _build_native(cfg, img_train_y, snd_train_y, img_test_y, snd_test_y, num_cla
         test_pair_image=np.flatnonzero(img_test_y >= 0),
         test_pair_sound=np.flatnonzero(snd_test_y >= 0),
         num_classes=num_classes,
+        # the seed's row order, as for the other sources: the label-budget sets are the same in every condition
+        label_order_image=pool,
+        label_order_sound=as_sound(pool),
     )
 
 

@@ -42,10 +42,18 @@ MNIST_FILES = {  # split -> ((images file, md5), (labels file, md5)), as torchvi
              ("t10k-labels-idx1-ubyte", "ec29112dd5afa0611ce80d1b7f02629c")),
 }
 CIFAR10_FILES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
-# The FSDD commit the mirror holds (so a download gives the same recordings); ESC-50 from its master branch.
+# The FSDD commit the mirror holds (so a download gives the same recordings).
 FSDD_URL = ("https://github.com/Jakobovski/free-spoken-digit-dataset/archive/"
             "26eb9aaf76e81b692f806f9140c2d2777410d7a1.zip")
-ESC50_URL = "https://github.com/karolpiczak/ESC-50/archive/master.zip"
+# CIFAR-10: the official python-pickle tarball and the md5 its page publishes.
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+# ESC-50 publishes no checksum, and the archive of its master branch changes with every commit (even a README
+# edit: soundata/soundata#208). So a download takes the archive of one pinned commit (master's head since
+# 2025-11) and checks the sha256 that two independent projects recorded for it (645,832,161 bytes).
+ESC50_COMMIT = "33c8ce9eb2cf0b1c2f8bcf322eb349b6be34dbb6"
+ESC50_URL = f"https://github.com/karolpiczak/ESC-50/archive/{ESC50_COMMIT}.zip"
+ESC50_SHA256 = "661183a6f53ef04f12c9bd618fed0ddc1713280d6c94a5a5431e844ba6f6a21f"
 FSDD_NAME = re.compile(r"^(\d)_(.+)_(\d+)\.wav$")
 ESC50_COLUMNS = ("filename", "fold", "target", "category")  # required; esc10, src_file, take are optional
 MANIFEST_COLUMNS = ("image_path", "sound_path", "label")
@@ -272,6 +280,9 @@ def _resolve(src: SourceConfig, modality: str, cache_dir: str | None, subdirs: t
     lines += [f"  {p}" for p in looked]
     lines.append(f"Expected: {expected}")
     lines += notes
+    if not src.root:  # where a copy made by hand goes (the download folder: the mirror is read-only)
+        fill = mirror.data_root(cache_dir, create=False) / subdirs[0]
+        lines.append(f"To fill by hand: put that layout in {fill}/ (or set {field}.root to a folder holding it)")
     raise DataError("\n".join(lines))
 
 
@@ -356,12 +367,7 @@ def _cifar10(src: SourceConfig, split: str, cache_dir: str | None, image_size: i
         return (folder / "batches.meta").is_file() and all((folder / n).is_file() for n in names)
 
     def download(target: Path) -> None:
-        import torchvision
-
-        try:  # torchvision fetches the official archive and checks its md5
-            torchvision.datasets.CIFAR10(str(target), train=(split == "train"), download=True)
-        except RuntimeError as exc:
-            raise DataError(str(exc)) from None
+        mirror.download_archive(CIFAR10_URL, target / "cifar-10-batches-py", md5=CIFAR10_MD5)
 
     folder = _resolve(src, "image", cache_dir, ("cifar-10-batches-py", ""), found,
                       f"torchvision's CIFAR-10 layout cifar-10-batches-py/ with batches.meta and {', '.join(names)}",
@@ -553,7 +559,8 @@ def _esc50(src: SourceConfig, split: str, cache_dir: str | None) -> Located:
         return (folder / "meta" / "esc50.csv").is_file() and (folder / "audio").is_dir()
 
     def download(target: Path) -> None:
-        mirror.download_archive(ESC50_URL, target / "ESC-50-master")
+        mirror.download_archive(ESC50_URL, target / "ESC-50-master", sha256=ESC50_SHA256,
+                                filename=f"ESC-50-{ESC50_COMMIT[:12]}.zip")
 
     folder = _resolve(src, "sound", cache_dir, ("ESC-50-master", "ESC-50", "esc50", ""), found,
                       "ESC-50's published layout: audio/*.wav and meta/esc50.csv "

@@ -170,18 +170,28 @@ def manifest_csv(tmp_path) -> Path:
     return path
 
 
-@pytest.fixture
-def cifar_dir(tmp_path) -> Path:
-    """A tiny CIFAR-10 pickle layout: cifar-10-batches-py/ with 3 images per train batch and 4 test images."""
-    folder = tmp_path / "cifar" / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def cifar_batches(folder: Path, per_batch: int = 3, test: int = 4, seed: int = 0,
+                  labels: list[int] | None = None) -> Path:
+    """The official CIFAR-10 python layout in ``folder``: batches.meta, data_batch_1..5 (``per_batch`` images each)
+    and test_batch (``test`` images), random pixels; labels random, or ``labels`` repeated (train and test)."""
+    folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "batches.meta", "wb") as fh:
-        pickle.dump({"label_names": names, "num_cases_per_batch": 3, "num_vis": 3072}, fh)
-    rng = np.random.default_rng(0)
-    for name, n in [(f"data_batch_{i}", 3) for i in range(1, 6)] + [("test_batch", 4)]:
-        entry = {"batch_label": name, "labels": [int(v) for v in rng.integers(0, 10, n)],
+        pickle.dump({"label_names": list(CIFAR10_CLASSES), "num_cases_per_batch": per_batch, "num_vis": 3072}, fh)
+    rng = np.random.default_rng(seed)
+    for name, n in [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", test)]:
+        lab = ([int(v) for v in rng.integers(0, 10, n)] if labels is None
+               else [labels[i % len(labels)] for i in range(n)])
+        entry = {"batch_label": name, "labels": lab,
                  "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "filenames": [f"{i}.png" for i in range(n)]}
         with open(folder / name, "wb") as fh:
             pickle.dump(entry, fh)
-    return folder.parent
+    return folder
+
+
+@pytest.fixture
+def cifar_dir(tmp_path) -> Path:
+    """A tiny CIFAR-10 pickle layout: cifar-10-batches-py/ with 3 images per train batch and 4 test images."""
+    return cifar_batches(tmp_path / "cifar" / "cifar-10-batches-py").parent

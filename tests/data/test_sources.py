@@ -107,7 +107,7 @@ def test_download_failure_names_urls(tmp_path, monkeypatch):
     monkeypatch.delenv("BMA_OFFLINE")
     monkeypatch.setenv("BMA_DATA_MIRROR", str(tmp_path))
 
-    def offline_fetch(url, dest, md5=None, timeout=60.0):
+    def offline_fetch(url, dest, md5=None, timeout=60.0, **kw):
         raise urllib.error.URLError("Name or service not known")
 
     monkeypatch.setattr(mirror_mod, "fetch", offline_fetch)
@@ -128,7 +128,7 @@ def test_mnist_download_goes_to_data_root(tmp_path, monkeypatch, mirror):
     (tmp_path / "empty").mkdir()
     fetched = []
 
-    def fake_fetch(url, dest, md5=None, timeout=60.0):
+    def fake_fetch(url, dest, md5=None, timeout=60.0, **kw):
         fetched.append(url)
         shutil.copyfile(mirror / "MNIST" / "raw" / url.rsplit("/", 1)[1], dest)
         return dest
@@ -154,7 +154,8 @@ def test_fsdd_download_archive(tmp_path, monkeypatch):
         zf.writestr("free-spoken-digit-dataset-master/README.md", "readme")
         for name in ("3_theo_0.wav", "3_theo_7.wav", "4_lucas_12.wav"):
             zf.write(write_wav(src_dir / name), f"free-spoken-digit-dataset-master/recordings/{name}")
-    monkeypatch.setattr(mirror_mod, "fetch", lambda url, dest, md5=None, timeout=60.0: shutil.copyfile(archive, dest))
+    monkeypatch.setattr(mirror_mod, "fetch",
+                        lambda url, dest, md5=None, timeout=60.0, **kw: shutil.copyfile(archive, dest))
     cache = tmp_path / "c"
     train = load_sounds(SourceConfig("fsdd"), "train", str(cache))
     assert [p.name for p in train.paths] == ["3_theo_7.wav", "4_lucas_12.wav"] and list(train.labels) == [3, 4]
