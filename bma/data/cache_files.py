@@ -181,7 +181,6 @@ class EntryWriter:
             np.save(fh, y)
         for tmp in (self._tmp_x, tmp_y):
             _fsync(tmp)
-        previous = _named_files(self.entry)
         os.replace(self._tmp_x, self.folder / x_name)
         os.replace(tmp_y, self.folder / y_name)
         record = {
@@ -192,18 +191,21 @@ class EntryWriter:
             "classes": list(classes), "keys": None if keys is None else list(keys), "meta": meta,
         }
         atomic_write_text(json.dumps(record), self.entry)  # the commit
-        for name in previous - {x_name, y_name}:  # the arrays of the entry this one replaces
-            (self.folder / name).unlink(missing_ok=True)
+        # The arrays of the entry this one replaces, and of builds killed between their arrays and their commit.
+        # Safe: entries are built under entry_lock, and a process that still maps an unlinked file keeps its pages.
+        for stale in self.folder.glob(f"{self.entry.stem}.*.[xy].npy"):
+            if stale.name not in (x_name, y_name):
+                stale.unlink(missing_ok=True)
 
 
-def _named_files(entry: Path) -> set[str]:
-    """The array files an existing commit record names (none when it is missing or unreadable)."""
-    try:
-        record = json.loads(entry.read_text())
-        return {record[a]["file"] for a in ("x", "y") if isinstance(record[a].get("file"), str) and
-                "/" not in record[a]["file"]}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return set()
+def remove_leftovers(entry: Path) -> list[Path]:
+    """Delete the temporary files of builds of ``entry`` that were killed mid-write. Call it holding entry_lock:
+    no live build of the entry writes then."""
+    gone = []
+    for tmp in entry.parent.glob(f".{entry.stem}.*.tmp"):
+        tmp.unlink(missing_ok=True)
+        gone.append(tmp)
+    return gone
 
 
 # -- reading and validation ----------------------------------------------------------------------------------------
@@ -241,6 +243,7 @@ class Entry:
 
     path: Path
     key: str | None
+    version: int | None
     x_file: Path
     x_shape: tuple[int, ...]
     x_dtype: np.dtype
@@ -295,7 +298,7 @@ def read_entry(path: Path, *, key: str | None = None, version: int | None = None
     if check:
         check_array(x_file, x_shape, x_dtype)
         check_array(y_file, y_shape, y_dtype)
-    return Entry(path, record.get("key"), x_file, x_shape, x_dtype, y_file, y_shape, classes, keys, meta)
+    return Entry(path, record.get("key"), record.get("version"), x_file, x_shape, x_dtype, y_file, y_shape, classes, keys, meta)
 
 
 def open_x(entry: Entry, mapped: bool) -> torch.Tensor:
@@ -320,13 +323,14 @@ class MappedRef:
 
     entry: str
     key: str | None
+    version: int | None
     shape: tuple[int, ...]
     dtype: str
 
     def open(self) -> tuple[torch.Tensor, Entry]:
         path = Path(self.entry)
         try:
-            entry = read_entry(path, key=self.key)
+            entry = read_entry(path, key=self.key, version=self.version)
         except CacheFileError as exc:
             raise CacheFileError(f"{exc} (memory-mapped features handed to a trial on {socket.gethostname()})") from None
         if entry is None:
@@ -342,4 +346,4 @@ class MappedRef:
 
 __all__ = ["CacheFileError", "DEFAULT_IN_MEMORY_MAX_MB", "ENTRY_FORMAT", "Entry", "EntryWriter", "IN_MEMORY_MAX_MB_ENV",
            "MappedRef", "atomic_write_text", "check_array", "entry_lock", "in_memory_max_bytes", "open_x", "open_y",
-           "read_entry"]
+           "read_entry", "remove_leftovers"]

@@ -37,7 +37,7 @@ import torch
 from bma.config import FeatureConfig, SourceConfig
 from bma.data import mirror
 from bma.data.cache_files import CacheFileError, Entry, EntryWriter, MappedRef, entry_lock, in_memory_max_bytes, \
-    open_x, open_y, read_entry
+    open_x, open_y, read_entry, remove_leftovers
 from bma.data.errors import DataError
 from bma.data.extract import auto_workers, map_chunks
 from bma.data.sources import ImageSplit, Located, SoundSplit, locate_images, locate_sounds, read_audio
@@ -147,6 +147,7 @@ class FeatureStore:
         with entry_lock(path):
             entry = _valid_entry(path, key, check, quiet=True)  # built by another process while this one waited
             if entry is None:
+                remove_leftovers(path)
                 self._build(kind, src, feats, split, located, path, key)
                 entry = read_entry(path, key=key, version=FEATURE_VERSION)
         return entry
@@ -207,7 +208,7 @@ def open_set(entry: Entry, mapped: bool | None = None) -> FeatureSet:
     ``mapped`` says)."""
     if mapped is None:
         mapped = entry.x_bytes > in_memory_max_bytes()
-    ref = MappedRef(str(entry.path), entry.key, entry.x_shape, entry.x_dtype.str) if mapped else None
+    ref = MappedRef(str(entry.path), entry.key, entry.version, entry.x_shape, entry.x_dtype.str) if mapped else None
     return FeatureSet(open_x(entry, mapped), open_y(entry), entry.classes, entry.keys, ref)
 
 
