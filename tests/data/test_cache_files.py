@@ -197,21 +197,6 @@ def test_lazy_rows_batches_equal_the_up_front_ones():
         del os.environ[cf.IN_MEMORY_MAX_MB_ENV]
 
 
-def _mapped_copy(data, folder: Path):
-    """``data`` (a TrialData) with each FeatureSet written to a cache entry and memory-mapped, then pickled and
-    unpickled as Ray ships it to a trial."""
-    from dataclasses import replace
-
-    sets = {}
-    for name in ("image_train", "image_test", "sound_train", "sound_test"):
-        fs = getattr(data, name)
-        entry = folder / f"{name}.json"
-        write(entry, fs.x, fs.y.numpy())
-        opened = open_set(cf.read_entry(entry), mapped=True)
-        sets[name] = FeatureSet(opened.x, opened.y, fs.classes, fs.keys, opened.mapped)
-    return pickle.loads(pickle.dumps(replace(data, **sets)))
-
-
 @pytest.mark.slow
 def test_a_trial_from_a_mapped_pool_is_bit_identical(tmp_path, monkeypatch):
     from bma.batch_rows import LazyRows
@@ -219,7 +204,7 @@ def test_a_trial_from_a_mapped_pool_is_bit_identical(tmp_path, monkeypatch):
     from bma.trainer import fit
     from bma.trial_data import TrialTensors, make_regime
     from tests.conftest import single_thread
-    from tests.synthetic_data import synthetic_trial_data
+    from tests.synthetic_data import mapped_trial_data, synthetic_trial_data
 
     data = synthetic_trial_data()
     cfg = TrialConfig(device="cpu").with_updates(**{
@@ -230,7 +215,7 @@ def test_a_trial_from_a_mapped_pool_is_bit_identical(tmp_path, monkeypatch):
     with single_thread():
         in_memory = fit(cfg, data=data)
         monkeypatch.setenv(cf.IN_MEMORY_MAX_MB_ENV, "0")
-        mapped = _mapped_copy(data, tmp_path)
+        mapped = pickle.loads(pickle.dumps(mapped_trial_data(data, tmp_path)))  # as Ray ships it to a trial
         assert mapped.sound_train.mapped is not None
         t = TrialTensors(cfg, mapped, make_regime(cfg, mapped), torch.device("cpu"))
         assert isinstance(t.x_img, LazyRows) and isinstance(t.x_snd, LazyRows)
