@@ -56,8 +56,14 @@ class FeatureSet:
     y: torch.Tensor  # int64 (N,)
     classes: tuple[str, ...]
     keys: tuple[str, ...] | None
-    # set when x is memory-mapped from a cache entry: the set then pickles as this reference, not as the bytes
+    # set when x is memory-mapped from a cache entry: the set then pickles as this reference, not as the bytes, so a
+    # set derived from a mapped one (other rows, another layout) must be built without it
     mapped: MappedRef | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        if self.mapped is not None and (tuple(self.x.shape) != tuple(self.mapped.shape) or not self.x.is_contiguous()):
+            raise ValueError(f"FeatureSet: x {tuple(self.x.shape)} is not the mapped array of {self.mapped.entry} "
+                             f"{tuple(self.mapped.shape)}; build a derived set without `mapped`")
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -323,7 +329,7 @@ def sound_features(data: SoundSplit, feats: FeatureConfig, stats=None, out: torc
     x = out if out is not None else torch.empty(sound_shape(n, feats), dtype=torch.float32)
     chunks = [data.paths[start:start + SOUND_BATCH] for start in range(0, n, SOUND_BATCH)]
     workers = auto_workers(len(chunks)) if workers is None else workers
-    for i, spec in map_chunks(partial(log_mels, feats=feats), chunks, workers, f"log-mels {Path(data.identity).name}"):
+    for i, spec in map_chunks(partial(log_mels, feats=feats), chunks, workers, "log-mels " + " ".join(data.identity.split("|")[0:4:3])):
         x[i * SOUND_BATCH:i * SOUND_BATCH + len(spec), 0] = spec
     if stats is None:
         if n == 0:
