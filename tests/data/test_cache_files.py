@@ -144,6 +144,24 @@ def test_the_store_rebuilds_a_damaged_entry_and_says_which(tmp_path, soundfolder
     assert f"{e.x_file}: " in caplog.text and "truncated" in caplog.text and "rebuilding" in caplog.text
 
 
+def test_an_entry_is_built_once_by_concurrent_stores(tmp_path, imagefolder_dir):
+    """Three stores (as three processes would: each lock is its own open file) need the same entries at once: the
+    entry lock lets one build each entry, the others wait and read it."""
+    import threading
+
+    src = SourceConfig("imagefolder", root=str(imagefolder_dir))
+    stores = [FeatureStore(str(tmp_path / "cache")) for _ in range(3)]
+    results = []
+    threads = [threading.Thread(target=lambda s=s: results.append(s.images(src, FeatureConfig(), "test")))
+               for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 3 and all(torch.equal(r.x, results[0].x) for r in results)
+    assert sum(s.computed for s in stores) == 2  # train (its statistics) + test, once each
+
+
 def test_mapped_store_entries_when_over_the_threshold(tmp_path, soundfolder_dir, monkeypatch):
     src = SourceConfig("soundfolder", root=str(soundfolder_dir))
     in_memory = FeatureStore(str(tmp_path / "cache")).sounds(src, FeatureConfig(), "test")
