@@ -139,6 +139,50 @@ def child(folder: Path, n: int, mode: str, steps: int, batch: int, rounds: int) 
     }
 
 
+def readahead(folder: Path, n: int = 20000, batch: int = 128) -> None:
+    """One epoch of random batches over a cold mapped pool of ``n`` 5-s spectrograms, with the kernel's default
+    readahead and with madvise(MADV_RANDOM). The file's pages are dropped from the page cache before each run with
+    posix_fadvise(DONTNEED): this file's pages only, nobody else's."""
+    import mmap
+
+    import numpy as np
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "readahead.npy"
+    a = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, *SOUND_SHAPE))
+    a[:] = 1.0
+    a.flush()
+    del a
+
+    def read_bytes() -> int:
+        return int(next(line for line in open("/proc/self/io") if line.startswith("read_bytes")).split(":")[1])
+
+    print(f"| madvise | epoch s | read GiB | batch median ms |  (cold {path.stat().st_size / 2**30:.2f} GiB pool, "
+          f"{n} rows, batches of {batch})\n|---|---:|---:|---:|")
+    try:
+        for name, advice in (("default", None), ("MADV_RANDOM", mmap.MADV_RANDOM)) * 2:
+            fd = os.open(path, os.O_RDONLY)
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
+            m = np.load(path, mmap_mode="c")
+            if advice is not None:
+                m._mmap.madvise(advice)
+            x = torch.from_numpy(m)
+            perm = torch.from_numpy(np.random.default_rng(0).permutation(n))
+            before, t0, times = read_bytes(), time.perf_counter(), []
+            for start in range(0, n, batch):
+                t1 = time.perf_counter()
+                x[perm[start:start + batch]]
+                times.append(time.perf_counter() - t1)
+            print(f"| {name} | {time.perf_counter() - t0:.1f} | {(read_bytes() - before) / 2**30:.2f} | "
+                  f"{sorted(times)[len(times) // 2] * 1000:.0f} |")
+            del x, m
+    finally:
+        path.unlink(missing_ok=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
@@ -147,6 +191,8 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--dir", default="/tmp/bma-scale-bench")
     p.add_argument("--keep", action="store_true", help="keep the pools in --dir (default: delete each after use)")
+    p.add_argument("--readahead", action="store_true",
+                   help="only: one epoch of random batches over a cold 2 GB map, default readahead vs MADV_RANDOM")
     p.add_argument("--child", nargs=3, metavar=("FOLDER", "N", "MODE"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -155,6 +201,9 @@ def main() -> int:
         return 0
 
     root = Path(args.dir)
+    if args.readahead:
+        readahead(root)
+        return 0
     need = max(args.sizes) * 4 * (28 * 28 + 40 * 626) / 1e9
     free = shutil.disk_usage(root.parent if not root.exists() else root).free / 1e9
     if need > free - 5:
