@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from bma.batch_rows import training_rows
 from bma.config import ConfigError, TrialConfig
 from bma.data.features import FeatureSet, FeatureStore
 from bma.data.regimes import ClassMap, Regime, build_regime, load_classmap
@@ -170,8 +171,10 @@ class TrialTensors:
 
         idx = lambda a: torch.as_tensor(a, dtype=torch.long)  # noqa: E731
         train_img, train_snd = idx(regime.train_image), idx(regime.train_sound)
-        self.x_img = images(data.image_train.x, "train", regime.train_image).to(device)
-        self.x_snd = data.sound_train.x[train_snd].to(device)
+        # bma.batch_rows: the rows gathered up front, or per batch from a memory-mapped pool above the threshold
+        self.x_img = training_rows(data.image_train.x, regime.train_image,
+                                   lambda i: images(data.image_train.x, "train", i), device)
+        self.x_snd = training_rows(data.sound_train.x, regime.train_sound, lambda i: data.sound_train.x[idx(i)], device)
         # A label-free trial's training tensors hold no labels, so no learner can read one (evaluation still does).
         self.reads_labels = cfg.reads_labels
         self.y_img = y_img_tr[train_img].to(device) if self.reads_labels else None

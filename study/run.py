@@ -238,6 +238,15 @@ def prepare_data(spec: StudySpec, verbose: bool):
 ZERO_COPY = "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS"
 
 
+def threshold_env() -> dict[str, str]:
+    """The driver's in-memory threshold (bma.data.cache_files), when set, for every trial: the driver decides which
+    feature entries are mapped, and a trial on any node decides with the same value whether it gathers up front."""
+    from bma.data.cache_files import IN_MEMORY_MAX_MB_ENV
+
+    value = os.environ.get(IN_MEMORY_MAX_MB_ENV)
+    return {} if value is None else {IN_MEMORY_MAX_MB_ENV: value}
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault(ZERO_COPY, "1")
     args = parse_args(argv)
@@ -477,7 +486,7 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
             logging_level=logging.INFO if args.verbose else logging.ERROR,
             configure_logging=True,
             ignore_reinit_error=True,
-            runtime_env={"env_vars": {ZERO_COPY: os.environ.get(ZERO_COPY, "1")}},
+            runtime_env={"env_vars": {ZERO_COPY: os.environ.get(ZERO_COPY, "1"), **threshold_env()}},
         )
     except Exception as exc:  # a wrong --address, no cluster there, a Ray that cannot start
         lines = str(exc).strip().splitlines()
@@ -529,7 +538,8 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
                                git_commit=git_commit(), axes=spec.axes, trial_plots=spec.trial_plots)
         # One object-store entry per data setting: a trial fetches only its own features, never the study's all.
         # The features are never written after they are computed (the trials index them into their own tensors),
-        # which is what Ray's warning about zero-copy tensors asks for.
+        # which is what Ray's warning about zero-copy tensors asks for. A memory-mapped entry (above
+        # bma.data.cache_files.in_memory_max_bytes()) goes in as a reference to its file: a trial maps the file.
         import warnings
 
         with warnings.catch_warnings():

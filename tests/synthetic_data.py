@@ -47,3 +47,23 @@ def synthetic_trial_data(num_classes: int = 10, seed: int = 0, feats: FeatureCon
     sound_test = _class_features(rng, sound_patterns, SOUND_TEST, noise)
     classmap = load_classmap(None, image_train.classes, sound_train.classes)
     return TrialData(image_train, image_test, sound_train, sound_test, classmap)
+
+
+def mapped_trial_data(data: TrialData, folder) -> TrialData:
+    """``data`` with each of its four FeatureSets written to a feature cache entry in ``folder`` and memory-mapped
+    (bma.data.cache_files): what a pool above the in-memory threshold gives a trial."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from bma.data.cache_files import EntryWriter, read_entry
+    from bma.data.features import FEATURE_VERSION, open_set
+
+    sets = {}
+    for name in ("image_train", "image_test", "sound_train", "sound_test"):
+        fs = getattr(data, name)
+        entry = Path(folder) / f"{name}.json"
+        with EntryWriter(entry, tuple(fs.x.shape)) as writer:
+            writer.x.copy_(fs.x)
+            writer.commit(fs.y.numpy(), fs.classes, fs.keys, {}, key=name, version=FEATURE_VERSION)
+        sets[name] = open_set(read_entry(entry), mapped=True)
+    return replace(data, **sets)

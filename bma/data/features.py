@@ -9,11 +9,14 @@
   transformed with ``torchaudio.transforms.MelSpectrogram`` in batches, ``log(mel + 1e-6)``, and standardised
   with the TRAIN split's global mean and std. T = floor(sample_rate * clip_seconds / hop_length) + 1.
 
-Cache entries live in ``<cache root>/features/`` as torch ``.pt`` files named by a sha256 of the data identity
-(source, folder, fingerprint of file names/sizes/mtimes, split), the parameters that affect that modality only,
-the train entry's key (whose statistics normalise a test split) and ``FEATURE_VERSION``. Writes are atomic
-(temporary file in the same folder, then ``os.replace``): a killed process leaves no half entry, and two processes
-computing the same entry both write a complete file, the last one wins.
+Cache entries live in ``<cache root>/features/`` as ``.npy`` arrays and a JSON commit record (bma.data.cache_files),
+named by a sha256 of the data identity (source, folder, fingerprint of file names/sizes/mtimes, split), the
+parameters that affect that modality only, the train entry's key (whose statistics normalise a test split) and
+``FEATURE_VERSION``. Writes are atomic (the arrays under temporary names, then the commit record by temporary file
++ ``os.replace``): a killed process leaves no half entry. An entry is built under a file lock, so processes that
+need the same entry build it once. An entry up to ``in_memory_max_bytes()`` is read into memory; a larger one is
+memory-mapped, and its FeatureSet pickles as a reference to the file (a trial maps it; the bytes never travel).
+Sound extraction runs in parallel over fixed chunks (bma.data.extract): the output does not depend on the workers.
 """
 
 from __future__ import annotations
@@ -22,19 +25,21 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from bma.config import FeatureConfig, SourceConfig
 from bma.data import mirror
+from bma.data.cache_files import CacheFileError, Entry, EntryWriter, MappedRef, entry_lock, in_memory_max_bytes, \
+    open_x, open_y, read_entry, remove_leftovers
 from bma.data.errors import DataError
+from bma.data.extract import auto_workers, map_chunks
 from bma.data.sources import ImageSplit, Located, SoundSplit, locate_images, locate_sounds, read_audio
 
 log = logging.getLogger(__name__)
@@ -51,9 +56,28 @@ class FeatureSet:
     y: torch.Tensor  # int64 (N,)
     classes: tuple[str, ...]
     keys: tuple[str, ...] | None
+    # set when x is memory-mapped from a cache entry: the set then pickles as this reference, not as the bytes, so a
+    # set derived from a mapped one (other rows, another layout) must be built without it
+    mapped: MappedRef | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        if self.mapped is not None and (tuple(self.x.shape) != tuple(self.mapped.shape) or not self.x.is_contiguous()):
+            raise ValueError(f"FeatureSet: x {tuple(self.x.shape)} is not the mapped array of {self.mapped.entry} "
+                             f"{tuple(self.mapped.shape)}; build a derived set without `mapped`")
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
+
+    def __reduce__(self):
+        if self.mapped is None:
+            return (FeatureSet, (self.x, self.y, self.classes, self.keys))
+        return (_reopen, (self.mapped, self.y, self.classes, self.keys))
+
+
+def _reopen(ref: MappedRef, y: torch.Tensor, classes, keys) -> FeatureSet:
+    """A mapped FeatureSet unpickled (in a trial): the same file mapped again, checked against the reference."""
+    x, _ = ref.open()
+    return FeatureSet(x, y, classes, keys, ref)
 
 
 def image_params(feats: FeatureConfig) -> dict[str, Any]:
@@ -80,27 +104,30 @@ def entry_key(kind: str, identity: str, params: dict[str, Any], train_key: str |
 
 
 class FeatureStore:
-    """Computes features on a cache miss and reads them back afterwards; ``computed`` counts the misses."""
+    """Computes features on a cache miss and reads them back afterwards; ``computed`` counts the misses.
+    ``workers``: processes for sound extraction (None: bma.data.extract.auto_workers)."""
 
-    def __init__(self, cache_dir: str | None = None):
+    def __init__(self, cache_dir: str | None = None, workers: int | None = None):
         self.cache_dir = cache_dir
         self.root = mirror.cache_root(cache_dir) / "features"
         self.root.mkdir(parents=True, exist_ok=True)
         self.computed = 0
+        self.workers = workers
 
     # -- public --------------------------------------------------------------------------------------------------
     def images(self, src: SourceConfig, feats: FeatureConfig, split: str) -> FeatureSet:
-        return _as_set(self._entry("images", src, feats, split))
+        return open_set(self._entry("images", src, feats, split))
 
     def sounds(self, src: SourceConfig, feats: FeatureConfig, split: str) -> FeatureSet:
-        return _as_set(self._entry("sounds", src, feats, split))
+        return open_set(self._entry("sounds", src, feats, split))
 
     def train_stats(self, kind: str, src: SourceConfig, feats: FeatureConfig) -> tuple[list[float], list[float]]:
         """(mean, std) that standardise every split of ``kind`` under these feature settings (the train split's)."""
         return self._train_stats(kind, src, feats)
 
     def path(self, kind: str, src: SourceConfig, feats: FeatureConfig, split: str) -> Path:
-        """Where the entry of ``kind`` ("images" or "sounds") for this split lives (it may not exist yet)."""
+        """Where the entry of ``kind`` ("images" or "sounds") for this split lives (it may not exist yet): its commit
+        record, which names the array files beside it."""
         return self._locate(kind, src, feats, split)[1]
 
     # -- internals -----------------------------------------------------------------------------------------------
@@ -115,13 +142,24 @@ class FeatureStore:
             raise ValueError(f"kind: expected 'images' or 'sounds', got {kind!r}")
         train_key = None if split == "train" else self._locate(kind, src, feats, "train")[2]
         key = entry_key(kind, located.identity, params, train_key)
-        return located, self.root / f"{kind}-{src.source}-{split}-{key}.pt", key
+        return located, self.root / f"{kind}-{src.source}-{split}-{key}.json", key
 
-    def _entry(self, kind: str, src: SourceConfig, feats: FeatureConfig, split: str) -> dict:
-        located, path, _ = self._locate(kind, src, feats, split)
-        entry = _read_entry(path)
+    def _entry(self, kind: str, src: SourceConfig, feats: FeatureConfig, split: str, check: bool = True) -> Entry:
+        """The validated entry, built under the entry's lock when it is missing or fails validation."""
+        located, path, key = self._locate(kind, src, feats, split)
+        entry = _valid_entry(path, key, check)
         if entry is not None:
             return entry
+        with entry_lock(path):
+            entry = _valid_entry(path, key, check, quiet=True)  # built by another process while this one waited
+            if entry is None:
+                remove_leftovers(path)
+                self._build(kind, src, feats, split, located, path, key)
+                entry = read_entry(path, key=key, version=FEATURE_VERSION)
+        return entry
+
+    def _build(self, kind: str, src: SourceConfig, feats: FeatureConfig, split: str, located: Located, path: Path,
+               key: str) -> None:
         started = time.perf_counter()
         stats = None if split == "train" else self._train_stats(kind, src, feats)
         data = located.load()
@@ -129,48 +167,61 @@ class FeatureStore:
             assert isinstance(data, ImageSplit)
             x, stats = image_features(data, feats, stats)
             params = image_params(feats)
+            writer = EntryWriter(path, tuple(x.shape))
+            with writer:
+                writer.x.copy_(x)
+                del x
+                self._commit(writer, data, located, split, params, stats, started, key)
         else:
             assert isinstance(data, SoundSplit)
-            x, stats = sound_features(data, feats, stats)
             params = sound_params(feats)
-        seconds = time.perf_counter() - started
-        entry = {
-            "x": x,
-            "y": torch.from_numpy(np.asarray(data.labels, dtype=np.int64)),
-            "classes": list(data.classes),
-            "keys": None if data.keys is None else list(data.keys),
-            "meta": {"identity": located.identity, "split": split, "version": FEATURE_VERSION,
-                     "params": json.dumps(params, sort_keys=True), "mean": [float(v) for v in stats[0]],
-                     "std": [float(v) for v in stats[1]], "seconds": seconds},
-        }
-        _atomic_save(entry, path)
-        if split == "train":
-            _atomic_write_text(json.dumps({"mean": entry["meta"]["mean"], "std": entry["meta"]["std"]}),
-                               _stats_path(path))
+            writer = EntryWriter(path, sound_shape(len(data.paths), feats))
+            with writer:  # the spectrograms go straight into the file: a 10 GB pool never sits in memory
+                _, stats = sound_features(data, feats, stats, out=writer.x, workers=self.workers)
+                self._commit(writer, data, located, split, params, stats, started, key)
         self.computed += 1
-        log.info("computed %s %s/%s %s in %.1f s -> %s", kind, src.source, split, tuple(x.shape), seconds, path)
-        return entry
+
+    @staticmethod
+    def _commit(writer: EntryWriter, data, located: Located, split: str, params: dict, stats, started: float,
+                key: str) -> None:
+        seconds = time.perf_counter() - started
+        meta = {"identity": located.identity, "split": split, "version": FEATURE_VERSION,
+                "params": json.dumps(params, sort_keys=True), "mean": [float(v) for v in stats[0]],
+                "std": [float(v) for v in stats[1]], "seconds": seconds}
+        writer.commit(np.asarray(data.labels, dtype=np.int64), data.classes, data.keys, meta, key=key,
+                      version=FEATURE_VERSION)
+        log.info("computed %s/%s %s in %.1f s -> %s", located.identity, split, writer.shape, seconds, writer.entry)
 
     def _train_stats(self, kind: str, src: SourceConfig, feats: FeatureConfig) -> tuple[list[float], list[float]]:
-        """The train split's normalisation statistics: from the small sidecar file, else from the train entry."""
-        path = self._locate(kind, src, feats, "train")[1]
-        if path.is_file():
-            try:
-                stats = json.loads(_stats_path(path).read_text())
-                return list(stats["mean"]), list(stats["std"])
-            except (OSError, ValueError, KeyError, TypeError):
-                pass
-        meta = self._entry(kind, src, feats, "train")["meta"]
+        """The train split's normalisation statistics, from its commit record (built first when missing)."""
+        meta = self._entry(kind, src, feats, "train", check=False).meta
         return list(meta["mean"]), list(meta["std"])
 
 
-def _as_set(entry: dict) -> FeatureSet:
-    keys = entry["keys"]
-    return FeatureSet(entry["x"], entry["y"], tuple(entry["classes"]), None if keys is None else tuple(keys))
+def _valid_entry(path: Path, key: str, check: bool, quiet: bool = False) -> Entry | None:
+    """The entry at ``path`` when it is there and valid; None otherwise (a bad one is named in a warning, then
+    rebuilt by the caller: never used)."""
+    try:
+        return read_entry(path, key=key, version=FEATURE_VERSION, check=check)
+    except CacheFileError as exc:
+        if not quiet:
+            log.warning("feature cache: %s; rebuilding the entry", exc)
+        return None
 
 
-def _stats_path(entry_path: Path) -> Path:
-    return entry_path.with_name(entry_path.stem + ".stats.json")
+def open_set(entry: Entry, mapped: bool | None = None) -> FeatureSet:
+    """The FeatureSet of a validated entry: in memory up to ``in_memory_max_bytes()``, memory-mapped above (or as
+    ``mapped`` says)."""
+    if mapped is None:
+        mapped = entry.x_bytes > in_memory_max_bytes()
+    ref = MappedRef(str(entry.path), entry.key, entry.version, entry.x_shape, entry.x_dtype.str) if mapped else None
+    return FeatureSet(open_x(entry, mapped), open_y(entry), entry.classes, entry.keys, ref)
+
+
+def sound_shape(n: int, feats: FeatureConfig) -> tuple[int, int, int, int]:
+    """(N, 1, n_mels, T) of N clips under ``feats``."""
+    length = int(round(feats.sample_rate * feats.clip_seconds))
+    return (n, 1, feats.n_mels, length // feats.hop_length + 1)
 
 
 # -- computations --------------------------------------------------------------------------------------------------
@@ -252,22 +303,34 @@ def load_clips(paths, feats: FeatureConfig) -> torch.Tensor:
     return out
 
 
-def sound_features(data: SoundSplit, feats: FeatureConfig, stats=None) -> tuple[torch.Tensor, tuple[list, list]]:
-    """(x, (mean, std)): float32 (N, 1, n_mels, T) standardised log-mels; ``stats`` from the train split or None."""
+@lru_cache(maxsize=4)
+def _mel(feats: FeatureConfig):
     import torchaudio
 
-    mel = torchaudio.transforms.MelSpectrogram(sample_rate=feats.sample_rate, n_fft=feats.n_fft,
-                                               hop_length=feats.hop_length, n_mels=feats.n_mels)
-    length = int(round(feats.sample_rate * feats.clip_seconds))
-    frames = length // feats.hop_length + 1
-    n = len(data.paths)
-    x = torch.empty((n, 1, feats.n_mels, frames), dtype=torch.float32)
+    return torchaudio.transforms.MelSpectrogram(sample_rate=feats.sample_rate, n_fft=feats.n_fft,
+                                                hop_length=feats.hop_length, n_mels=feats.n_mels)
+
+
+def log_mels(paths, feats: FeatureConfig) -> torch.Tensor:
+    """float32 (B, n_mels, T) log-mel spectrograms of a chunk of clips (one task of the parallel extraction)."""
     with torch.inference_mode():
-        for start in range(0, n, SOUND_BATCH):
-            paths = data.paths[start:start + SOUND_BATCH]
-            waves = load_clips(paths, feats)
-            spec = mel(waves).add_(LOG_EPS).log_()
-            x[start:start + len(paths), 0] = spec
+        waves = load_clips(paths, feats)
+        return _mel(feats)(waves).add_(LOG_EPS).log_()
+
+
+def sound_features(data: SoundSplit, feats: FeatureConfig, stats=None, out: torch.Tensor | None = None,
+                   workers: int | None = 1) -> tuple[torch.Tensor, tuple[list, list]]:
+    """(x, (mean, std)): float32 (N, 1, n_mels, T) standardised log-mels; ``stats`` from the train split or None.
+    ``out``: a tensor of that shape to fill (a cache file's map); ``workers``: processes over chunks of SOUND_BATCH
+    clips (None: auto_workers); the result does not depend on it."""
+    from functools import partial
+
+    n = len(data.paths)
+    x = out if out is not None else torch.empty(sound_shape(n, feats), dtype=torch.float32)
+    chunks = [data.paths[start:start + SOUND_BATCH] for start in range(0, n, SOUND_BATCH)]
+    workers = auto_workers(len(chunks)) if workers is None else workers
+    for i, spec in map_chunks(partial(log_mels, feats=feats), chunks, workers, "log-mels " + " ".join(data.identity.split("|")[0:4:3])):
+        x[i * SOUND_BATCH:i * SOUND_BATCH + len(spec), 0] = spec
     if stats is None:
         if n == 0:
             raise DataError(f"{data.identity}: the train split is empty; its statistics normalise every split")
@@ -278,42 +341,6 @@ def sound_features(data: SoundSplit, feats: FeatureConfig, stats=None) -> tuple[
     return x, stats
 
 
-# -- cache files ---------------------------------------------------------------------------------------------------
-
-
-def _read_entry(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        entry = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # an unreadable entry is a miss: it is recomputed and replaced
-        log.warning("feature cache entry %s unreadable (%s); recomputing", path, exc)
-        return None
-    if not isinstance(entry, dict) or not {"x", "y", "classes", "keys", "meta"} <= set(entry):
-        log.warning("feature cache entry %s has an unexpected layout; recomputing", path)
-        return None
-    return entry
-
-
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _atomic_save(entry: dict, path: Path) -> None:
-    _atomic(path, lambda tmp: torch.save(entry, tmp))
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    _atomic(path, lambda tmp: tmp.write_text(text))
-
-
 __all__ = ["FEATURE_VERSION", "FeatureSet", "FeatureStore", "entry_key", "image_features", "image_params",
-           "load_clip", "load_clips", "noise_seed", "sound_features", "sound_params"]
+           "load_clip", "load_clips", "log_mels", "noise_seed", "open_set", "sound_features", "sound_params",
+           "sound_shape"]

@@ -157,7 +157,7 @@ def test_image_features_resize_normalise_and_keys(tmp_path, imagefolder_dir):
     assert store.computed == 2
     big = store.images(src, FeatureConfig(image_size=16), "test")
     assert big.x.shape[1:] == (3, 16, 16) and store.computed == 4
-    assert len(list((tmp_path / "cache" / "features").glob("images-*.pt"))) == 4
+    assert len(list((tmp_path / "cache" / "features").glob("images-*.json"))) == 4
 
 
 def test_manifest_and_cifar_features(tmp_path, manifest_csv, cifar_dir):
@@ -221,7 +221,7 @@ def test_concurrent_computation_of_one_entry(tmp_path, imagefolder_dir):
     assert not errors and len(results) == 3
     assert all(torch.equal(r.x, results[0].x) for r in results)
     folder = tmp_path / "cache" / "features"
-    assert len(list(folder.glob("images-*.pt"))) == 2  # train (statistics) + test
+    assert len(list(folder.glob("images-*.json"))) == 2  # train (statistics) + test: their commit records
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
     assert torch.equal(FeatureStore(str(tmp_path / "cache")).images(src, DEFAULT, "test").x, results[0].x)
 

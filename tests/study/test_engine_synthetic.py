@@ -28,7 +28,10 @@ resources: {cpu: 1}
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_a_study_of_synthetic_data_records_finished_runs(tmp_path, monkeypatch):
+@pytest.mark.parametrize("pool", ["in_memory", "mapped"])
+def test_a_study_of_synthetic_data_records_finished_runs(tmp_path, monkeypatch, pool):
+    """``mapped``: the features memory-mapped (as a pool above the in-memory threshold is), so they reach the
+    trials through Ray's object store as references to their files, and the trials gather batches from the map."""
     from mlflow.tracking import MlflowClient
 
     from bma.config import TrialConfig
@@ -48,6 +51,12 @@ def test_a_study_of_synthetic_data_records_finished_runs(tmp_path, monkeypatch):
     spec = load_spec(tmp_path / "spec.yaml")
     # What study/run.py's prepare_data builds, {data_key: TrialData}, with the synthetic data for every key.
     synthetic = synthetic_trial_data()
+    if pool == "mapped":
+        from tests.synthetic_data import mapped_trial_data
+
+        monkeypatch.setenv("BMA_IN_MEMORY_MAX_MB", "0")  # forwarded to the trials by run_study
+        (tmp_path / "pools").mkdir()
+        synthetic = mapped_trial_data(synthetic, tmp_path / "pools")
     datas = {data_key(TrialConfig.from_flat(flat)): synthetic for flat in spec.trial_flats()}
     tracking_uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "ray_results")
     args = parse_args([str(tmp_path / "spec.yaml"), "--num-cpus", "2"])
