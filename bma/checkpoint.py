@@ -19,7 +19,7 @@ from bma.config import ConfigError, TrialConfig
 from bma.model import BMAMemory
 
 if TYPE_CHECKING:
-    from bma.trainer import CycleLRControl
+    from bma.lr_control import CycleLRControl
 
 CHECKPOINT_FILE = "trial_state.pt"
 

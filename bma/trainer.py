@@ -33,6 +33,7 @@ from bma import losses, rng
 from bma.losses import VariantLoss, build_loss
 from bma.augment import augment_spectrograms, shift_images
 from bma.checkpoint import CHECKPOINT_FILE, TrainState, load_checkpoint
+from bma.lr_control import CycleLRControl
 from bma.config import TrialConfig
 from bma.data.regimes import Regime
 from bma.device import autocast, resolve_device, seed_everything, use_deterministic_kernels
@@ -262,32 +263,3 @@ def _improvement_terms(cfg: TrialConfig, model: BMAMemory, fv: torch.Tensor, fs:
             f_s2 = model.encode_sound(augment_spectrograms(xs, gen))
         infomax = model.infomax_outputs(fv, fs, f_v2, f_s2, pairs)
     return loss.improvement_terms(fv, fs, pairs, **infomax)
-
-
-class CycleLRControl:
-    """Learning rate driven by the monitored I(S; S') (optim.lr_control: cycle_plateau). Every ``every`` steps the
-    mean of the in-batch InfoNCE estimates of I(S; S') since the last check feeds torch's ReduceLROnPlateau in max
-    mode: ``patience`` checks without a rise multiply the LR by ``factor``. Its state (the scheduler's and the
-    running sum) goes into the checkpoint, so a resumed trial takes the same decisions."""
-
-    def __init__(self, cfg: TrialConfig, optimizer: torch.optim.Optimizer):
-        o = cfg.optim
-        self.every = o.lr_control_every
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=o.lr_control_factor, patience=o.lr_control_patience, threshold=1e-3)
-        self.total, self.count, self.last = 0.0, 0, float("nan")
-
-    def observe(self, estimate: float, step: int) -> None:
-        self.total += estimate
-        self.count += 1
-        if step % self.every == 0 and self.count:
-            self.last = self.total / self.count
-            self.scheduler.step(self.last)
-            self.total, self.count = 0.0, 0
-
-    def state_dict(self) -> dict:
-        return {"scheduler": self.scheduler.state_dict(), "total": self.total, "count": self.count, "last": self.last}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.total, self.count, self.last = state["total"], state["count"], state["last"]
