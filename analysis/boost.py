@@ -228,8 +228,9 @@ def report_cli(prog: str, description: str, report_fn, argv: list[str] | None, e
     return 0
 
 
-def report(study: str, tracking_uri: str | None, out: Path) -> dict[str, pd.DataFrame]:
-    data = collect_study(study, tracking_uri)
+def report(study: str, tracking_uri: str | None, out: Path, data=None) -> dict[str, pd.DataFrame]:
+    """``data``: the study as collect_study read it already (the study page passes its own), else read here."""
+    data = data if data is not None else collect_study(study, tracking_uri)
     runs = data.used.copy()
     if runs.empty:
         raise AnalysisError(f"study {study}: no finished trial to report")

@@ -192,9 +192,10 @@ def build_outputs(data: StudyData, opts: ExportOptions, out_dir: str) -> tuple[l
     return files, notes, {"summary": summary, "compare": compare, "exchange": exchange}
 
 
-def replace_problem(out_dir: str) -> str | None:
+def replace_problem(out_dir: str, generator: str = GENERATOR, command: str = "python -m analysis export") -> str | None:
     """Why the existing ``out_dir`` must not be replaced by an export, or None (it does not exist, is empty, or is
-    exactly what an earlier export wrote: its manifest lists every file in it)."""
+    exactly what an earlier export wrote: its manifest lists every file in it). ``generator``, ``command``: the
+    writer whose manifest marks a folder it may replace (``python -m analysis report`` uses the same rule)."""
     if os.path.islink(out_dir):
         return f"--out {out_dir} is a symbolic link; give the folder itself (or a new one)"
     if not os.path.exists(out_dir):
@@ -216,16 +217,16 @@ def replace_problem(out_dir: str) -> str | None:
         return f"--out {out_dir}: cannot be read ({exc.strerror or exc})"
     if not present:
         return None  # an empty folder: nothing to lose
-    refuse = (f"--out {out_dir} exists and was not written by `python -m analysis export` (no export manifest.json "
-              "in it); refusing to replace it: choose a new or empty folder")
+    refuse = (f"--out {out_dir} exists and was not written by `{command}` (no manifest.json of it in it); refusing "
+              "to replace it: choose a new or empty folder")
     try:
         with open(os.path.join(out_dir, MANIFEST), encoding="utf-8") as fh:
             manifest = json.load(fh)
     except (OSError, ValueError):
         return refuse
     listed = manifest.get("files") if isinstance(manifest, dict) else None
-    legacy = isinstance(manifest, dict) and {"study", "created", "options", "files"} <= set(manifest)
-    if not isinstance(listed, list) or not (manifest.get("generator") == GENERATOR or legacy):
+    legacy = generator == GENERATOR and isinstance(manifest, dict) and {"study", "created", "options", "files"} <= set(manifest)
+    if not isinstance(listed, list) or not (manifest.get("generator") == generator or legacy):
         return refuse
     extra = sorted(set(present) - {str(f) for f in listed} - {MANIFEST})
     if extra:
