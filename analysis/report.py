@@ -198,6 +198,8 @@ def _page(study, uri, exp, record: StudyRecord, data: StudyData | None, notes, l
         parts.append(f'<section id="{sid}"><h2>{_e(title)}</h2>\n{body}\n</section>')
 
     counts = _counts(data, record)
+    if live is not None and not live.get("running", True) and record.status == "RUNNING":
+        record.status = "RUNNING: the study has ended, its driver marks the run FINISHED or FAILED next"
     summary = compare = verdicts = None
     section("asked", "What the study asked", _asked(record, exp))
     section("progress", "Progress", _progress(data, counts, live))

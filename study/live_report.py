@@ -8,7 +8,7 @@ artifact of the study's parent run while the study runs, so MLflow's artifact vi
   (spec ``report: {every_s: 30}``), and only when this driver's refreshes so far plus one more (expected to cost what
   the last one did) fit in ``BUDGET`` (2 %) of its wall time (``next_start``). The final page at the end is one more,
   outside that budget (the trials are over by then). Each refresh is timed; the parent run carries the running totals as metrics ``report/refreshes`` and
-  ``report/seconds`` (and ``report/last_seconds``, ``report/errors``), carried over when the study is resumed.
+  ``report/seconds`` (and ``report/last_seconds``, ``report/errors``), continued when the study is resumed.
 - **Always a final page.** ``on_experiment_end`` (Tune calls it when the study ends, when it is interrupted and when
   its loop raises) waits for a refresh in flight and writes the final page synchronously.
 - **Off by a setting.** ``report: {live: false}`` in the spec: no page, no refresh (``python -m analysis report``
@@ -19,8 +19,8 @@ trials it plans (``bma.trials_planned``), and gives the experiment a description
 someone wrote their own) that links the runs in MLflow's model-training view and the page.
 
 A resumed study is driven by the report the resumed driver builds (its spec's settings): as study/progress.py's
-view, the copy Tune pickled with the study's state resolves to "the driver's report" (``__reduce__``), and Tune
-hands it the saved totals through get_state/set_state.
+view, the copy Tune pickled with the study's state resolves to "the driver's report" (``__reduce__``). The running
+totals continue from the parent run's own metrics (Tune's saved state predates the final page).
 """
 
 from __future__ import annotations
@@ -81,14 +81,6 @@ class LiveReport(Callback):
 
     def __reduce__(self):
         return (_driver_report, ())
-
-    def get_state(self) -> dict:
-        return {"refreshes": self.refreshes, "seconds": self.seconds, "errors": self.errors}
-
-    def set_state(self, state: dict) -> None:
-        self.refreshes += int(state.get("refreshes", 0))
-        self.seconds += float(state.get("seconds", 0.0))
-        self.errors += int(state.get("errors", 0))
 
     # -- Tune hooks (the driver's loop: set a flag, nothing more) ---------------------------------------------------
     def setup(self, **info):
@@ -159,6 +151,11 @@ class LiveReport(Callback):
         from trainables.tracking import retry
 
         client = self.client()
+        # the running totals continue those of an earlier invocation of the same study (a resumed one)
+        earlier = retry(lambda: client.get_run(self.parent_run_id)).data.metrics
+        self.refreshes = int(earlier.get("report/refreshes", 0))
+        self.seconds = float(earlier.get("report/seconds", 0.0))
+        self.errors = int(earlier.get("report/errors", 0))
         tags = {R.COMMAND: shlex.join(self.command)[:5000]}
         if self.planned is not None:
             tags[R.PLANNED] = str(self.planned)
@@ -170,15 +167,17 @@ class LiveReport(Callback):
             retry(lambda: client.set_experiment_tag(self.experiment_id, NOTE, self.experiment_note()))
 
     def experiment_note(self) -> str:
+        """The experiment's description; its first line (all the UI shows until it is unfolded) holds the links."""
         e, p, s = self.experiment_id, self.parent_run_id, self.study
-        lines = [f"**Study `{s}`**" + (f": {self.description}" if self.description else ""), "",
-                 f"- **Trials**: [the runs, in MLflow's model-training view](#/experiments/{e}/runs?workflowType="
-                 f"machine_learning) (switch *GenAI* to *Model training* at the top left). Each trial is a child of "
-                 f"the parent run `{s}`: expand it, then *Group by* `params: model.variant`, or select runs and "
-                 "*Compare*.",
-                 f"- **The study's page** (spec, progress, contrasts, information quantities, information plane): "
-                 f"[parent run &rarr; Artifacts &rarr; report.html](#/experiments/{e}/runs/{p}/artifacts), refreshed "
-                 "while the study runs.",
+        runs = f"#/experiments/{e}/runs?workflowType=machine_learning"
+        lines = [f"**Study `{s}`**: [its trials, in the model-training view]({runs}) · [the study's page, live]"
+                 f"(#/experiments/{e}/runs/{p}/artifacts/report.html?workflowType=machine_learning)", "",
+                 self.description or "", "",
+                 f"- **Trials**: children of the parent run `{s}`: expand it (the + beside its name), then *Group by* "
+                 "`params: model.variant`, or select runs and *Compare*. MLflow's *GenAI / Model training* switch "
+                 "(top left) chooses the view.",
+                 "- **The study's page** (spec, progress, contrasts, information quantities, information plane): "
+                 "parent run, Artifacts, report.html; refreshed while the study runs.",
                  f"- Offline: `python -m analysis report --study {s} --out DIR` (the same page), "
                  f"`python -m analysis export --study {s}` (tables and figures).", "",
                  f"<sub>{NOTE_MARK}: written by the study driver; edit it and it is left alone.</sub>"]

@@ -78,6 +78,16 @@ def main(argv: list[str] | None = None) -> int:
             _settle(b)
             b.screenshot(str(args.out / f"{args.prefix}experiment.png"), full_page=False)
             (args.out / f"{args.prefix}experiment.txt").write_text(b.evaluate("document.body.innerText"))
+            # the description's first link (MLflow opens a description's links in a new tab): followed here
+            href = b.evaluate("(document.querySelector('a[href*=\"runs?workflowType=machine_learning\"]') || {})"
+                              ".href || ''")
+            if href:
+                b.open(href)
+                b.wait_for("document.body.innerText.includes('Run Name')", 60, "the runs table, from the link")
+                _settle(b)
+                b.screenshot(str(args.out / f"{args.prefix}link_followed.png"), full_page=False)
+            else:
+                print("no link to the model-training view in the experiment's description")
             ml = "workflowType=machine_learning"
             trials = ml
             b.open(f"{base}/#/experiments/{exp.experiment_id}/runs?{trials}")
