@@ -410,6 +410,8 @@ def _training_curves(data: StudyData, summary, folder: str, notes: list[str]) ->
     used = data.runs[data.runs["used"]]
     hist = data.histories
     variants = sorted(used["variant"].dropna().unique())
+    if not variants:  # trials are running, none has finished yet
+        return ""
     fig = Figure(figsize=(4.2 * len(variants), 3.2), layout="constrained")
     axes = fig.subplots(1, len(variants), squeeze=False, sharey=True)[0]
     for ax, variant in zip(axes, variants):

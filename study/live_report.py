@@ -40,7 +40,9 @@ from study import record as R
 log = logging.getLogger("study.live_report")
 
 BUDGET = 0.02  # the share of the study's wall time refreshes may take
-FIRST_GUESS_S = 1.0  # what the first refresh is expected to cost (a small study's page: 1-7 s on 2 busy cores)
+# What the first refresh is expected to cost: a small study's page takes 4-7 s on 2 shared cores, 12 s when trials
+# compete for them (study/specs/quick.yaml, measured): the first refresh comes after 250 s of study
+FIRST_GUESS_S = 5.0
 NOTE = "mlflow.note.content"  # MLflow's description of an experiment or a run (Markdown)
 NOTE_MARK = "bma-study"  # a note that contains this was written by the engine and may be rewritten
 _DRIVER_REPORT: "LiveReport | None" = None

@@ -241,3 +241,24 @@ def test_the_page_in_headless_chromium(page, tmp_path):
     assert all(h > 40 for h in heights)
     assert not errors, [e.line() for e in errors]
     assert (tmp_path / "report.png").stat().st_size > 50_000
+
+
+def test_a_page_while_trials_run_and_none_has_finished(tmp_path):
+    """The live page's first refreshes: trials have reported rounds, none has finished (a refresh once failed here)."""
+    from mlflow import MlflowClient
+
+    from bma.config import TrialConfig
+    from trainables.tracking import TrialTracker, ensure_experiment, ensure_parent_run
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp = ensure_experiment(client, "early", uri)
+    axes = ("model.variant",)
+    parent = ensure_parent_run(client, exp, "early", "fp", "name: early\n", axes)
+    for variant in ("unimodal", "bma"):
+        tracker = TrialTracker(uri, exp, parent, "early", TrialConfig().with_updates(variant=variant), axes=axes)
+        tracker.log_epoch(1, {"acc/sound_probe_h": 0.5, "info/I_zv_zs/infonce_cos": 0.1, "loss/total": 2.0})
+    page = build_page("early", uri)
+    p = parse(page.html)
+    assert page.counts["running"] == 2 and p.counts["running"] == 2 and p.counts["finished"] == 0
+    assert p.sections[: len(SECTIONS)] == list(SECTIONS)

@@ -126,7 +126,7 @@ def test_off_by_the_spec_setting(study):
 def test_the_budget_spaces_refreshes():
     report = LiveReport({"live": True, "every_s": 30}, "s", "sqlite:///x.db", "1", "p")
     report._t0 = report._last_end = 1000.0
-    assert report.next_start() == pytest.approx(1000 + 1.0 / 0.02)  # first: the expected 1 s fits in 2 % of 50 s
+    assert report.next_start() == pytest.approx(1000 + 5.0 / 0.02)  # first: the expected 5 s fits in 2 % of 250 s
     report._session_seconds, report.last_seconds, report._last_end = 4.0, 4.0, 1210.0
     assert report.next_start() == pytest.approx(1000 + 8.0 / 0.02)  # 4 s done + 4 s more <= 2 % of 400 s
     report._session_seconds, report.last_seconds = 0.1, 0.1
