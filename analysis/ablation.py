@@ -55,7 +55,8 @@ def arm_switches(runs: pd.DataFrame, baseline: str) -> dict[str, list[str]]:
     return out
 
 
-def report(study: str, tracking_uri: str | None, out: Path, baseline: str = "bma", data=None) -> dict[str, pd.DataFrame]:
+def report(study: str, tracking_uri: str | None, out: Path, baseline: str = "bma",
+           data=None) -> dict[str, pd.DataFrame]:
     """``data``: the study as collect_study read it already (the study page passes its own), else read here."""
     data = data if data is not None else collect_study(study, tracking_uri)
     runs = data.used.copy()

@@ -225,7 +225,8 @@ def replace_problem(out_dir: str, generator: str = GENERATOR, command: str = "py
     except (OSError, ValueError):
         return refuse
     listed = manifest.get("files") if isinstance(manifest, dict) else None
-    legacy = generator == GENERATOR and isinstance(manifest, dict) and {"study", "created", "options", "files"} <= set(manifest)
+    legacy = generator == GENERATOR and isinstance(manifest, dict) and \
+        {"study", "created", "options", "files"} <= set(manifest)
     if not isinstance(listed, list) or not (manifest.get("generator") == generator or legacy):
         return refuse
     extra = sorted(set(present) - {str(f) for f in listed} - {MANIFEST})

@@ -307,8 +307,8 @@ def _progress(data: StudyData | None, counts: dict[str, int], live: dict | None)
     if len(failures):
         items = []
         for _, r in failures.drop_duplicates("run_id").iterrows():
-            error = str(r["error"]) if isinstance(r["error"], str) and r["error"] else "no bma.error tag (MLflow says " \
-                + str(r["mlflow_status"]) + ")"
+            error = str(r["error"]) if isinstance(r["error"], str) and r["error"] else \
+                f"no bma.error tag (MLflow says {r['mlflow_status']})"
             first = error.strip().splitlines()[0] if error.strip() else error
             items.append(f"<li><b>{_e(r['run_name'])}</b>: <span class=error>{_e(first[:300])}</span>"
                          + (f"<details><summary>full message</summary><pre>{_e(error)}</pre></details>"
@@ -482,7 +482,8 @@ def _ablation(data: StudyData, folder: str) -> tuple[str, list[str]]:
         return f"<p class=muted>{_e(exc)}</p>", [f"ablation section: {exc}"]
     body = ""
     if not tables["table1"].empty:
-        body += "<h3>Table 1 with a &ldquo;did it move&rdquo; column (analysis.ablation)</h3>" + _frame(tables["table1"])
+        body += ("<h3>Table 1 with a &ldquo;did it move&rdquo; column (analysis.ablation)</h3>"
+                 + _frame(tables["table1"]))
     body += "<h3>Arms: mean and 95 % t-interval over seeds</h3>" + _frame(tables["arms"])
     return body, []
 
@@ -537,7 +538,8 @@ def _table(header, rows, raw: bool = False, cls: str = "", cells_are_td: bool = 
             else:
                 tds.append(f"<td>{v if raw else _e(v)}</td>")
         body.append("<tr>" + "".join(tds) + "</tr>")
-    return f'<div class=scroll><table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+    return (f'<div class=scroll><table class="{cls}"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
 
 
 def _frame(df: pd.DataFrame) -> str:

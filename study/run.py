@@ -529,7 +529,8 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
             storage_path=storage,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures, fail_fast=False),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[progress, LiveReport(spec.report, name, tracking_uri, experiment_id, parent_run_id, total, spec.description)],
+            callbacks=[progress, LiveReport(spec.report, name, tracking_uri, experiment_id, parent_run_id, total,
+                                            spec.description)],
             verbose=2 if args.verbose else 0,
         )
         path = results_store.experiment_path(storage, name)  # a URI keeps its query (endpoint_override=...) last

@@ -20,7 +20,8 @@ from study import record as R
 from tests.analysis.tracker_store import write_study
 from tests.browser import Browser, find_chromium
 
-CHROMIUM_SKIP = "chromium is not installed (apt-get install -y chromium, or set $CHROMIUM): the page is not loaded in a browser"
+CHROMIUM_SKIP = ("chromium is not installed (apt-get install -y chromium, or set $CHROMIUM): the page is not loaded "
+                 "in a browser")
 
 
 class PageParser(HTMLParser):
@@ -119,7 +120,12 @@ def test_the_pages_numbers_are_the_analysis_functions_values(page, store):
     main = compare[compare["metric"].isin({"final/acc/image_probe_h", "final/acc/sound_probe_h",
                                            "final/retrieval/i2s_r1", "final/assoc/i2s_acc"})]
     assert p.values["contrasts"] == pytest.approx(main["mean_diff"].tolist(), nan_ok=True)
-    assert "plug in here" in p.text["contrasts"]  # no analysis/verdicts.py on this branch: the tests, said so
+    import importlib.util
+
+    if importlib.util.find_spec("analysis.verdicts") is None:  # until it lands: the paired tests, and the page says so
+        assert "plug in here" in p.text["contrasts"] and "p (t, Holm)" in p.text["contrasts"]
+    else:
+        assert "plug in here" not in p.text["contrasts"] and "verdict" in p.text["contrasts"]
 
 
 def test_verdicts_plug_in_where_analysis_verdicts_is_present(store, monkeypatch):
@@ -163,7 +169,8 @@ def test_out_follows_the_export_rule(store, tmp_path, capsys):
     (out / "notes.txt").write_text("added")
     assert analysis_main(["report", "--study", store.study, "--tracking-uri", store.uri, "--out", str(out)]) == 2
     assert "notes.txt" in capsys.readouterr().err
-    assert analysis_main(["report", "--study", "nosuch", "--tracking-uri", store.uri, "--out", str(tmp_path / "x")]) == 2
+    missing = ["report", "--study", "nosuch", "--tracking-uri", store.uri, "--out", str(tmp_path / "x")]
+    assert analysis_main(missing) == 2
     assert not (tmp_path / "x").exists()
 
 

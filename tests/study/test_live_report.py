@@ -70,6 +70,7 @@ def test_refreshes_follow_trial_events_and_are_counted_on_the_parent_run(study):
     assert [m.value for m in history] == [1, 2, 3]
     seconds = client.get_metric_history(parent, "report/seconds")
     assert seconds[-1].value == pytest.approx(report.seconds) and report.seconds > 0
+    assert 0 < client.get_metric_history(parent, "report/cpu_seconds")[-1].value <= report.seconds * 1.5
     assert client.get_metric_history(parent, "trials/finished")[-1].value == 6
     run = client.get_run(parent)
     assert run.data.tags[R.COMMAND] == "study/run.py spec.yaml" and run.data.tags[R.PLANNED] == "6"
@@ -126,7 +127,7 @@ def test_off_by_the_spec_setting(study):
 def test_the_budget_spaces_refreshes():
     report = LiveReport({"live": True, "every_s": 30}, "s", "sqlite:///x.db", "1", "p")
     report._t0 = report._last_end = 1000.0
-    assert report.next_start() == pytest.approx(1000 + 5.0 / 0.02)  # first: the expected 5 s fits in 2 % of 250 s
+    assert report.next_start() == pytest.approx(1000 + 10.0 / 0.02)  # first: the expected 10 s fits in 2 % of 500 s
     report._session_seconds, report.last_seconds, report._last_end = 4.0, 4.0, 1210.0
     assert report.next_start() == pytest.approx(1000 + 8.0 / 0.02)  # 4 s done + 4 s more <= 2 % of 400 s
     report._session_seconds, report.last_seconds = 0.1, 0.1
