@@ -213,7 +213,9 @@ def _page(study, uri, exp, record: StudyRecord, data: StudyData | None, notes, l
         section("contrasts", "Contrasts", _contrasts(data, summary, compare, baseline, verdicts, record.sesoi))
         section("information", "Information quantities per cell (Table 1), final round",
                 _information(summary, keys, notes))
-        table1 = data.histories[data.histories["metric"].map(lambda m: (P.parse_info(m) or ("",))[0] in TABLE1)]
+        # the Table-1 quantities, and the sample size the figure's title names
+        table1 = data.histories[data.histories["metric"].map(
+            lambda m: m in P.COUNT_METRICS or (P.parse_info(m) or ("",))[0] in TABLE1)]
         files, n = P.info_over_epochs(runs, table1, keys, os.path.join(tmp, "curves"), ("png",), PNG_DPI)
         notes += n
         section("curves", "Information quantities over training",
@@ -421,7 +423,10 @@ def _training_curves(data: StudyData, summary, folder: str, notes: list[str]) ->
             if curve.empty:
                 continue
             ax.plot(curve["step"], curve["mean"], marker=".", label=label, **style)
-            ax.fill_between(curve["step"], curve["low"], curve["high"], color=style["color"], alpha=0.12, linewidth=0)
+            low, high = curve["low"], curve["high"]
+            if metric.startswith("acc/"):  # a proportion: the band drawn within [0, 1], as plots.py does
+                low, high = low.clip(0, 1), high.clip(0, 1)
+            ax.fill_between(curve["step"], low, high, color=style["color"], alpha=0.12, linewidth=0)
         ax.set_title(variant, fontsize=9)
         ax.set_xlabel("round")
         ax.grid(alpha=0.3)
