@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ log = logging.getLogger("analysis")
 REPORT_FILE = "report.html"
 MANIFEST = "manifest.json"
 GENERATOR = "bma-study analysis report"  # manifest["generator"]: the mark of a folder this module wrote
+COMMAND = "python -m analysis report"
 SECTIONS = ("asked", "progress", "contrasts", "information", "curves", "plane")
 # What the page reads: the metrics it shows (a live refresh reads no more than it draws); loss/val_pair rides along
 # (collect_study reads it for model selection)
@@ -124,46 +124,12 @@ def read_parent(client, experiment_id: str, parent_run: str | None = None) -> St
 # -- the verdicts' plug ------------------------------------------------------------------------------------------
 
 
-def contrast_verdicts(runs: pd.DataFrame, keys: list[str], tests: pd.DataFrame, sesoi: dict[str, float]):
-    """THE place verdicts plug in: the verdict of each paired contrast of ``tests`` (compare_variants' rows), from
-    its per-seed differences, by ``analysis.verdicts.contrast(diffs, sesoi)`` (gain / loss / equivalent /
-    inconclusive, DESIGN.md "How a study settles a question"). Returns None while analysis/verdicts.py is not
-    there: the page then shows the paired tests alone, and says so."""
-    try:
-        from analysis import verdicts as V
-    except ImportError:
-        return None
-    if tests.empty:
-        return pd.DataFrame()
-    used = runs[runs["used"]]
-    cell = [k for k in keys if k not in VARIANT_COLUMNS]
-    rows = []
-    for _, t in tests.iterrows():
-        where = np.ones(len(used), dtype=bool)
-        for k in cell:
-            v = t[k]
-            where &= used[k].isna().to_numpy() if pd.isna(v) else (used[k] == v).to_numpy()
-        here = used[where]
-        a = here[here["variant"] == t["variant"]].set_index("seed")[t["metric"]]
-        b = here[here["variant"] == t["baseline"]].set_index("seed")[t["metric"]]
-        common = a.index.intersection(b.index)
-        diffs = (a[common] - b[common]).to_numpy(dtype=float)
-        metric = str(t["metric"]).removeprefix("final/")
-        delta = _sesoi_for(V, metric, sesoi)
-        c = V.contrast(diffs, delta)
-        rows.append({**{k: t[k] for k in cell}, "variant": t["variant"], "baseline": t["baseline"],
-                     "metric": t["metric"], "estimate": c.estimate, "ci95": c.ci95, "ci90": c.ci90, "n": c.n,
-                     "sesoi": delta, "verdict": c.verdict, "p_two_sided": c.p_two_sided, "p_tost": c.p_tost,
-                     "seeds_needed": c.seeds_needed, "note": c.note})
-    return pd.DataFrame(rows)
-
-
-def _sesoi_for(V, metric: str, sesoi: dict[str, float]) -> float | None:
-    if hasattr(V, "sesoi_for"):
-        return V.sesoi_for(metric, sesoi)
-    import fnmatch
-
-    return next((d for g, d in sesoi.items() if fnmatch.fnmatchcase(metric, g)), None)
+def contrast_verdicts(tests: pd.DataFrame):
+    """THE place verdicts plug in: the verdict of each paired contrast (gain / loss / equivalent / inconclusive
+    against the smallest effect of interest, DESIGN.md "How a study settles a question"), as compare_variants
+    computes them with analysis.verdicts.contrast on each contrast's per-seed differences. None where the comparison
+    carries no verdicts (an analysis.compare without them): the page then shows the paired tests alone, and says so."""
+    return tests if "verdict" in tests.columns else None
 
 
 # -- building the page ---------------------------------------------------------------------------------------------
@@ -207,9 +173,12 @@ def _page(study, uri, exp, record: StudyRecord, data: StudyData | None, notes, l
         notes += data.notes
         runs, keys = data.runs, data.keys
         summary = summarize(runs, keys)
-        compare, baseline, cnotes = compare_variants(runs, keys)
+        try:  # the spec's analysis.sesoi (parent-run tag bma.sesoi) sets each metric's delta
+            compare, baseline, cnotes = compare_variants(runs, keys, sesoi=record.sesoi or None)
+        except TypeError:  # an analysis.compare without verdicts
+            compare, baseline, cnotes = compare_variants(runs, keys)
         notes += cnotes
-        verdicts = contrast_verdicts(runs, keys, compare, record.sesoi)
+        verdicts = contrast_verdicts(compare)
         section("contrasts", "Contrasts", _contrasts(data, summary, compare, baseline, verdicts, record.sesoi))
         section("information", "Information quantities per cell (Table 1), final round",
                 _information(summary, keys, notes))
@@ -333,10 +302,9 @@ def _contrasts(data, summary, compare, baseline, verdicts, sesoi) -> str:
     out = (f"<p>Each variant against <b>{_e(baseline)}</b> in the same cell, paired by seed; difference = variant "
            "&minus; baseline, final round.</p>")
     if verdicts is None:
-        out += ("<p class=plug>Verdicts (gain / loss / equivalent / inconclusive against the smallest effect of "
-                "interest) plug in here (<code>analysis.report.contrast_verdicts</code>) once "
-                "<code>analysis/verdicts.py</code> is present; until then: the paired tests of "
-                "<code>analysis.compare</code> (t-test and Wilcoxon, Holm-adjusted per metric).</p>")
+        out += ("<p class=plug>No verdicts in this comparison (they plug in at "
+                "<code>analysis.report.contrast_verdicts</code>): the paired tests of <code>analysis.compare</code> "
+                "(t-test and Wilcoxon, Holm-adjusted per metric).</p>")
         rows = []
         for _, r in table.iterrows():
             rows.append([_e(r["variant"]), *[_e(fmt_key(r[k])) for k in shown], _e(str(r["metric"]).removeprefix(
@@ -345,19 +313,22 @@ def _contrasts(data, summary, compare, baseline, verdicts, sesoi) -> str:
                 _p_cell(r["p_ttest_holm"]), _e(fmt_p(r["p_wilcoxon_holm"])), _e(r["note"])])
         return out + _table(["variant", *map(short_name, shown), "metric", "n", "mean diff", "95 % CI", "p (t)",
                              "p (t, Holm)", "p (Wilcoxon, Holm)", "note"], rows, raw=True, cls="contrasts")
-    vt = verdicts[verdicts["metric"].isin(table["metric"])]
     rows = []
-    for _, r in vt.iterrows():
-        ci95 = r["ci95"]
+    for _, r in table.iterrows():
+        sesoi_text = "–" if pd.isna(r["sesoi"]) else f"{r['sesoi']:g}"
         rows.append([_e(r["variant"]), *[_e(fmt_key(r[k])) for k in shown],
-                     _e(str(r["metric"]).removeprefix("final/")), _e(r["n"]), _num(r["estimate"]),
-                     _e(f"[{fmt_num(ci95[0])}, {fmt_num(ci95[1])}]"),
-                     _e("–" if r["sesoi"] is None or pd.isna(r["sesoi"]) else f"{r['sesoi']:g}"),
-                     f'<span class="verdict {_e(r["verdict"])}">{_e(r["verdict"])}</span>',
-                     _e(fmt_p(r["p_two_sided"])), _e(fmt_p(r["p_tost"])),
+                     _e(str(r["metric"]).removeprefix("final/")), _e(r["n_pairs"]), _num(r["mean_diff"]),
+                     _e(f"[{fmt_num(r['diff_ci95_low'])}, {fmt_num(r['diff_ci95_high'])}]"), _e(sesoi_text),
+                     f'<span class="verdict {_e(r["verdict"])}" data-verdict="{_e(r["verdict"])}">'
+                     f'{_e(r["verdict"])}</span>',
+                     _e(fmt_p(r["p_ttest"])), _p_cell(r["p_ttest_holm"]), _e(fmt_p(r["p_tost"])),
                      _e("" if pd.isna(r["seeds_needed"]) else f"{r['seeds_needed']:g}"), _e(r["note"])])
-    return out + _table(["variant", *map(short_name, shown), "metric", "n", "estimate", "95 % CI", "δ", "verdict",
-                         "p", "p (TOST)", "seeds needed", "note"], rows, raw=True, cls="contrasts")
+    sesoi_line = ("smallest effects of interest: " + ", ".join(f"{g} = {d:g}" for g, d in sesoi.items()) if sesoi
+                  else "no smallest effect of interest declared (spec analysis.sesoi): equivalence is not tested")
+    return (out + f"<p>Verdicts (analysis.verdicts): gain / loss when the 95 % CI excludes 0, equivalent when the "
+            f"90 % CI lies within ±δ, else inconclusive (with the seeds that would settle it); {_e(sesoi_line)}.</p>"
+            + _table(["variant", *map(short_name, shown), "metric", "n", "estimate", "95 % CI", "δ", "verdict",
+                      "p (t)", "p (t, Holm)", "p (TOST)", "seeds needed", "note"], rows, raw=True, cls="contrasts"))
 
 
 def info_columns(summary: pd.DataFrame) -> list[str]:
@@ -616,41 +587,27 @@ def _document(study, uri, exp, record: StudyRecord, counts, live, parts) -> str:
 
 
 def write_report(study: str, tracking_uri: str | None, out: str, parent_run: str | None = None) -> tuple[str, Page]:
-    """Write ``out``/report.html (+ manifest.json) atomically; ``out`` is refused the way ``analysis export`` refuses
-    a folder it did not write (analysis.export.replace_problem). Returns (path, page)."""
-    from analysis.export import replace_problem
+    """Write ``out``/report.html (+ manifest.json) the way every report command writes its --out
+    (analysis.export.write_folder: atomically; a folder a report did not write is refused). Returns (path, page)."""
+    from analysis.export import replace_problem, write_folder, write_manifest
 
     uri = resolve_tracking_uri(tracking_uri)
     out_dir = os.path.abspath(out)
-    problem = replace_problem(out_dir, generator=GENERATOR, command="python -m analysis report")
+    problem = replace_problem(out_dir, COMMAND)  # refused before the store is read
     if problem:
         raise AnalysisError(problem)
     page = build_page(study, uri, parent_run)  # errors (unknown study, store) before any output
-    parent = os.path.dirname(out_dir)
-    try:
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.partial-", dir=parent)
-    except OSError as exc:
-        raise AnalysisError(f"--out {out_dir}: cannot write in {parent} ({exc.strerror or exc})") from None
-    try:
-        with open(os.path.join(tmp, REPORT_FILE), "w", encoding="utf-8") as fh:
+
+    def build(tmp: str):
+        path = os.path.join(tmp, REPORT_FILE)
+        with open(path, "w", encoding="utf-8") as fh:
             fh.write(page.html)
-        manifest = {"generator": GENERATOR, "study": study, "tracking_uri": uri,
-                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "sections": page.sections, "trials": page.counts, "files": [REPORT_FILE], "notes": page.notes}
-        with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(manifest, indent=2, default=str) + "\n")
-        old = None
-        if os.path.exists(out_dir):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=parent)
-            os.rmdir(old)
-            os.rename(out_dir, old)
-        os.rename(tmp, out_dir)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise AnalysisError(f"--out {out_dir}: writing the report failed ({exc.strerror or exc})") from exc
+        write_manifest(tmp, GENERATOR, [path], study=study, tracking_uri=uri, command=COMMAND,
+                       created=datetime.now(timezone.utc).isoformat(timespec="seconds"), sections=page.sections,
+                       trials=page.counts, notes=page.notes)
+        return None
+
+    write_folder(out_dir, build, COMMAND)
     return os.path.join(out_dir, REPORT_FILE), page
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-import types
 from html.parser import HTMLParser
 
 import pytest
@@ -34,6 +32,7 @@ class PageParser(HTMLParser):
         self.values: dict[str, list[float]] = {}
         self.counts: dict[str, int] = {}
         self.images: dict[str, int] = {}
+        self.verdicts: list[str] = []
         self._count = None
         self.text: dict[str, str] = {}
 
@@ -46,6 +45,8 @@ class PageParser(HTMLParser):
             self.info.append(a)
         elif tag == "span" and "data-value" in a:  # empty: NaN (no value)
             self.values.setdefault(self.sections[-1], []).append(float(a["data-value"] or "nan"))
+        elif tag == "span" and "data-verdict" in a:
+            self.verdicts.append(a["data-verdict"])
         elif tag == "span" and "data-count" in a:
             self._count = a["data-count"]
         elif tag == "img":
@@ -120,38 +121,32 @@ def test_the_pages_numbers_are_the_analysis_functions_values(page, store):
     main = compare[compare["metric"].isin({"final/acc/image_probe_h", "final/acc/sound_probe_h",
                                            "final/retrieval/i2s_r1", "final/assoc/i2s_acc"})]
     assert p.values["contrasts"] == pytest.approx(main["mean_diff"].tolist(), nan_ok=True)
-    import importlib.util
-
-    if importlib.util.find_spec("analysis.verdicts") is None:  # until it lands: the paired tests, and the page says so
-        assert "plug in here" in p.text["contrasts"] and "p (t, Holm)" in p.text["contrasts"]
-    else:
-        assert "plug in here" not in p.text["contrasts"] and "verdict" in p.text["contrasts"]
+    assert p.verdicts == compare.loc[main.index, "verdict"].tolist()  # analysis.verdicts, through compare_variants
 
 
-def test_verdicts_plug_in_where_analysis_verdicts_is_present(store, monkeypatch):
-    """With a module analysis.verdicts offering contrast(diffs, sesoi), the page shows its verdicts, fed the paired
-    per-seed differences of each contrast."""
-    seen = []
+def test_the_verdicts_are_compare_variants_verdicts_with_the_recorded_sesoi(tmp_path):
+    """The contrasts show each contrast's verdict as compare_variants computes it (analysis.verdicts), with the delta
+    the spec declared (the parent run's bma.sesoi tag)."""
+    from mlflow import MlflowClient
 
-    def contrast(diffs, sesoi=None):
-        seen.append((list(diffs), sesoi))
-        est = sum(diffs) / len(diffs) if len(diffs) else math.nan
-        return types.SimpleNamespace(estimate=est, ci95=(est - 1, est + 1), ci90=(est - 0.5, est + 0.5), n=len(diffs),
-                                     verdict="gain" if est > 0 else "inconclusive", p_two_sided=0.01, p_tost=0.5,
-                                     seeds_needed=math.nan, note="fake")
+    def trials():
+        for variant in ("unimodal", "bma"):
+            for seed in range(4):
+                gain = 0.05 + 0.002 * seed if variant == "bma" else 0.0
+                yield ({"variant": variant, "seed": seed},
+                       {"acc/sound_probe_h": 0.5 + 0.01 * seed + gain, "acc/image_probe_h": 0.6 + 0.01 * seed
+                        + (0.0005 * (-1) ** seed if variant == "bma" else 0)}, {})
 
-    fake = types.ModuleType("analysis.verdicts")
-    fake.contrast = contrast
-    monkeypatch.setitem(sys.modules, "analysis.verdicts", fake)
-    page = build_page(store.study, store.uri)
-    p = parse(page.html)
-    assert "plug in here" not in p.text["contrasts"] and "gain" in p.text["contrasts"]
-    assert seen and all(n == len(d) for d, _ in seen for n in [len(d)])
-    # the differences of one contrast: bma - unimodal per seed, at p=0.1 N=1000 (3 seeds)
-    values = store.values
-    diffs = [values[("bma", 0.1, 1000, 64, 0.1, s)]["acc/image_probe_h"][-1]
-             - values[("unimodal", 0.1, 1000, 64, 0.1, s)]["acc/image_probe_h"][-1] for s in (0, 1, 2)]
-    assert any(d == pytest.approx(diffs) for d, _ in seen)
+    uri = write_study(tmp_path, "verdicts", trials(), axes=("model.variant",))
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("verdicts")
+    parent = client.search_runs([exp.experiment_id], f"tags.`{R.ROLE}` = '{R.ROLE_STUDY}'")[0].info.run_id
+    client.set_tag(parent, R.SESOI, json.dumps({"acc/*": 0.02}))
+    p = parse(build_page("verdicts", uri).html)
+    data = collect_study("verdicts", uri, PAGE_METRICS)
+    compare, _, _ = compare_variants(data.runs, data.keys, sesoi={"acc/*": 0.02})
+    assert p.verdicts == compare["verdict"].tolist() == ["equivalent", "gain"]  # image: within ±0.02; sound: +0.05
+    assert "acc/* = 0.02" in p.text["contrasts"]
 
 
 def test_out_follows_the_export_rule(store, tmp_path, capsys):
