@@ -555,7 +555,7 @@ border-radius:5px}.live{background:#fff4d6;border:1px solid #f0d58c;padding:6px 
 .verdict{padding:1px 6px;border-radius:4px;font-weight:600}.gain{background:#d7f0db}.loss{background:#f8d7da}
 .equivalent{background:#e2e3f7}.inconclusive,.undetermined{background:#eee}
 figure{margin:10px 0}figure img{max-width:100%;border:1px solid #e3e7ec}figcaption{font-size:12px;color:#6b7785}
-small{color:#6b7785}
+small{color:#6b7785}table.contrasts td:last-child{min-width:280px}
 """
 
 
