@@ -91,7 +91,11 @@ class LiveReport(Callback):
     def setup(self, **info):
         if self.parent_run_id is None or self._thread is not None:
             return
+        # a study may be several Tune experiments (precision rounds): each starts the thread again
         self._t0 = self._last_end = time.monotonic()
+        self._running = True
+        self._stop.clear()
+        self._session_seconds, self._session_refreshes = 0.0, 0
         self._thread = threading.Thread(target=self._work, name="bma-live-report", daemon=True)
         self._thread.start()
 

@@ -223,3 +223,15 @@ def test_the_report_setting_is_validated(tmp_path):
     assert load_spec(path, smoke=True).report == spec.report  # --smoke keeps it
     path.write_text(SPEC.replace("LIVE", "false"))
     assert load_spec(path).fingerprint() == spec.fingerprint()  # not part of the fingerprint
+
+
+def test_a_study_of_several_tune_experiments_refreshes_in_each(study):
+    """Precision rounds run one Tune experiment after another with the same callback: each ends with a page and the
+    next starts refreshing again."""
+    uri, exp, parent, client = study
+    report = LiveReport({"live": True, "every_s": 1}, "live", uri, exp, parent, budget=1.0)
+    for _ in range(2):
+        report.setup()
+        assert report._running and report._thread is not None
+        report.on_experiment_end([])
+    assert [m.value for m in client.get_metric_history(parent, "report/refreshes")] == [1, 2]
