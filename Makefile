@@ -14,7 +14,21 @@ install: $(VENV)/.installed
 study: $(VENV)/.installed
 	$(PY) study/run.py $(SPEC)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed browser
 	$(PY) -m pytest -q
 
-.PHONY: install study test
+# The study page's browser test (tests/analysis/test_report.py) loads the page in headless Chromium; it is skipped,
+# naming chromium, where there is none. As root on Debian/Ubuntu, install it quietly; elsewhere, or if that fails,
+# say so and go on.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  command -v google-chrome >/dev/null 2>&1 || { \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      echo "installing chromium for the browser test (apt-get install -y chromium)"; \
+	      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || \
+	        echo "note: could not install chromium; the browser test will be skipped"; \
+	    else \
+	      echo "note: no chromium (install it: apt-get install -y chromium); the browser test will be skipped"; \
+	    fi; }
+
+.PHONY: install study test browser

@@ -3,6 +3,7 @@
     python -m analysis export --study quick [--tracking-uri URI] [--out DIR] [--baseline unimodal]
                               [--ci t|bootstrap] [--metrics 'acc/*' 'info/*' ...]
     python -m analysis studies [--tracking-uri URI]
+    python -m analysis report --study quick [--tracking-uri URI] [--parent-run ID] --out DIR   # one HTML page
 
 Exit codes: 0 done, 2 a problem to fix (unknown study, empty experiment, unreachable store, bad option).
 """
@@ -50,6 +51,15 @@ def _parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("studies", help="list the studies (experiments) of a tracking store")
     st.add_argument("--tracking-uri", help=uri_help)
+
+    rp = sub.add_parser("report", help="one self-contained HTML page of a study (spec, progress, contrasts, "
+                        "information quantities, figures); opens from disk")
+    rp.add_argument("--study", required=True, help="study name (= the MLflow experiment name)")
+    rp.add_argument("--tracking-uri", help=uri_help)
+    rp.add_argument("--out", required=True, help="folder for report.html (+ manifest.json); replaced only if empty "
+                    "or written by an earlier report")
+    rp.add_argument("--parent-run", help="the study invocation (parent run id) whose spec is shown (default: latest)")
+    rp.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     return ap
 
 
@@ -80,6 +90,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "studies":
             for name in list_studies(open_client(uri)):
                 print(name)
+            return 0
+        if args.command == "report":
+            from analysis.report import write_report
+
+            path, page = write_report(args.study, uri, args.out, args.parent_run)
+            if not args.quiet:
+                c = page.counts
+                print(f"study {args.study}: {c['finished']} finished, {c['running']} running, {c['failed']} failed "
+                      f"-> {path}")
             return 0
         opts = ExportOptions(
             study=args.study, tracking_uri=args.tracking_uri, out=args.out, baseline=args.baseline, ci=args.ci,

@@ -94,8 +94,9 @@ def _moved(verdict: str, p_holm: float, within: bool, n: int = 3) -> str:
 
 
 def report(study: str, tracking_uri: str | None, out: Path, baseline: str = "bma",
-           sesoi: list[str] | None = None) -> dict[str, pd.DataFrame]:
-    data = collect_study(study, tracking_uri)
+           sesoi: list[str] | None = None, data=None) -> dict[str, pd.DataFrame]:
+    """``data``: the study as collect_study read it already (the study page passes its own), else read here."""
+    data = data if data is not None else collect_study(study, tracking_uri)
     everything = data.runs[~data.runs["superseded"]].copy()
     everything["arm"] = everything["arm"].fillna("")  # the arm tag (study/record.py ARM), as collected
     runs = everything[everything["used"]]

@@ -351,8 +351,10 @@ def absent_notes(absent: pd.DataFrame, label) -> list[str]:
             for _, r in absent.iterrows()]
 
 
-def report(study: str, tracking_uri: str | None, out: Path, sesoi: list[str] | None = None) -> dict[str, pd.DataFrame]:
-    data = collect_study(study, tracking_uri)
+def report(study: str, tracking_uri: str | None, out: Path, sesoi: list[str] | None = None,
+           data=None) -> dict[str, pd.DataFrame]:
+    """``data``: the study as collect_study read it already (the study page passes its own), else read here."""
+    data = data if data is not None else collect_study(study, tracking_uri)
     runs = data.used.copy()
     if runs.empty:
         raise AnalysisError(f"study {study}: no finished trial to report")

@@ -358,8 +358,10 @@ def _mean_curve(hist: pd.DataFrame, run_ids, metric: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["step", "mean", "low", "high", "n"])
 
 
-def info_over_epochs(runs: pd.DataFrame, hist: pd.DataFrame, keys: list[str], plots_dir: str):
-    """Per variant: a panel per info quantity/estimator, a line per regime (mean over seeds, 95 % t band)."""
+def info_over_epochs(runs: pd.DataFrame, hist: pd.DataFrame, keys: list[str], plots_dir: str,
+                     formats: tuple[str, ...] = ("png", "svg"), dpi: int = 150):
+    """Per variant: a panel per info quantity/estimator, a line per regime (mean over seeds, 95 % t band).
+    ``formats``, ``dpi``: as in ``save``."""
     used = runs[runs["used"]]
     info_metrics = sorted({m for m in hist["metric"].unique() if parse_info(m)})
     if not info_metrics:
@@ -400,7 +402,7 @@ def info_over_epochs(runs: pd.DataFrame, hist: pd.DataFrame, keys: list[str], pl
         fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), fontsize=8)
         fig.suptitle(f"Information quantities over epochs, variant {variant}: mean over seeds, band = 95 % t-CI; "
                      f"{_sample_size_text(vh, vu['run_id'])}", fontsize=10)
-        files += save(fig, plots_dir, f"info_epochs__{slug(variant)}")
+        files += save(fig, plots_dir, f"info_epochs__{slug(variant)}", formats, dpi)
     return files, notes
 
 

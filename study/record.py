@@ -35,6 +35,8 @@ STUDY = "bma.study"  # on the experiment and every run
 FINGERPRINT = "bma.fingerprint"  # parent run: the spec's content hash (a changed spec gets a new parent run)
 AXES = "bma.axes"  # parent run: JSON list of the study's axes (see the module doc)
 GIT_COMMIT = "bma.git_commit"  # the code's commit, "-dirty" when the worktree had changes
+COMMAND = "bma.command"  # parent run: the command line that launched (or last resumed) the study
+PLANNED = "bma.trials_planned"  # parent run: how many trials the study will run (its distinct trials or samples)
 # parent run: JSON {metric glob: delta}, the spec's analysis.sesoi (smallest effect of interest, in the metric's
 # units), declared before the study runs; the reports' verdicts (gain / loss / equivalent / inconclusive) read it
 SESOI = "bma.sesoi"

@@ -497,6 +497,7 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
     from mlflow.tracking import MlflowClient
     from ray import tune
 
+    from study.live_report import LiveReport
     from study.progress import StudyProgress
     from trainables.bma_trainable import StudyContext, train_bma
     from trainables.tracking import git_commit, mark_stopped_early, retry
@@ -553,6 +554,7 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
         total = len(distinct) if distinct is not None else spec.n_trials
         metric, mode = progress_metric(spec, args)
         progress = StudyProgress(total=total, metric=metric, live=sys.stdout.isatty(), mode=mode)
+        live = LiveReport(spec.report, name, tracking_uri, experiment_id, parent_run_id, total, spec.description)
 
         def fit_experiment(experiment: str, space: dict, keywords: dict, callback) -> list:
             """One Ray Tune experiment of this study (restored when its state exists): its results."""
@@ -561,7 +563,7 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
                 storage_path=storage,
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures, fail_fast=False),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=[callback],
+                callbacks=[callback, live],
                 verbose=2 if args.verbose else 0,
             )
             path = results_store.experiment_path(storage, experiment)  # a URI keeps its query last

@@ -40,13 +40,15 @@ from study import record as R
 
 TOP_LEVEL = {"name", "description", "data", "grid", "trial", "arms", "resources", "max_concurrent_trials", "max_failures",
              "trial_plots",
-             "smoke", "search", "analysis", "precision"}
+             "smoke", "search", "analysis", "precision", "report"}
 ANALYSIS_KEYS = {"sesoi"}
 # search: the hyperparameter side of the engine (Ray Tune's own searchers and schedulers)
 SEARCH_KEYS = {"algorithm", "num_samples", "metric", "mode", "scheduler", "space", "seed", "grace_period",
                "reduction_factor"}
 SEARCH_ALGORITHMS = ("grid", "random", "optuna")  # grid: the Cartesian product of `grid` (the default)
 SCHEDULERS = ("asha",)
+# report: the study's page (analysis/report.py), refreshed by the driver while it runs (study/live_report.py)
+REPORT_DEFAULTS = {"live": True, "every_s": 30.0}
 # search.space: one distribution per setting, {kind: [arguments]}, each a tune.* sampler; the kinds a setting's type
 # can take (a string setting can only be chosen among values; a list setting is not searched)
 DISTRIBUTIONS = {"uniform": (float,), "loguniform": (float,), "randint": (int,), "lograndint": (int,),
@@ -98,6 +100,9 @@ class StudySpec:
     sesoi: dict[str, float] = field(default_factory=dict)
     # precision: the contrasts whose cells get more seeds until they are known (study.precision.PrecisionPlan)
     precision: Any = None
+    # the study's page as report.html on the parent run: live (refreshed while it runs, and at its end), at most
+    # every every_s seconds. Not part of the fingerprint.
+    report: dict[str, Any] = field(default_factory=lambda: dict(REPORT_DEFAULTS))
 
     @property
     def n_trials(self) -> int:
@@ -578,6 +583,7 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
     trial_plots = raw.get("trial_plots", False)
     if not isinstance(trial_plots, bool):
         problems.append(f"trial_plots: expected true or false (draw each trial's curves.png), got {_show(trial_plots)}")
+    report = _parse_report(raw.get("report"), problems)
     description = raw.get("description", "")
     smoke = raw.get("smoke", {}) or {}
     if not isinstance(smoke, dict):
@@ -614,6 +620,7 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
         trial_plots=trial_plots is True,
         sesoi=sesoi,
         precision=precision,
+        report=report,
     )
     if search is not None and not problems:
         problems.extend(_space_problems(spec))
@@ -629,6 +636,31 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
     if problems:
         raise SpecError(where, problems)
     return spec
+
+
+def _parse_report(raw: Any, problems: list[str]) -> dict[str, Any]:
+    """``report: {live: true, every_s: 30}`` (either key may be left out; ``report: false`` = live: false)."""
+    if raw is None or raw is True:
+        return dict(REPORT_DEFAULTS)
+    if raw is False:
+        return {**REPORT_DEFAULTS, "live": False}
+    if not isinstance(raw, dict):
+        problems.append(f"report: expected a mapping like {{live: true, every_s: 30}}, got {_show(raw)}")
+        return dict(REPORT_DEFAULTS)
+    out = dict(REPORT_DEFAULTS)
+    for key in sorted(set(raw) - set(REPORT_DEFAULTS), key=str):
+        problems.append(f"report.{key}: unknown key (expected {sorted(REPORT_DEFAULTS)})")
+    live = raw.get("live", True)
+    if not isinstance(live, bool):
+        problems.append(f"report.live: expected true or false (refresh the study's report.html), got {_show(live)}")
+    else:
+        out["live"] = live
+    every = raw.get("every_s", REPORT_DEFAULTS["every_s"])
+    if isinstance(every, bool) or not isinstance(every, (int, float)) or not math.isfinite(every) or every < 1:
+        problems.append(f"report.every_s: expected seconds >= 1 between refreshes, got {_show(every)}")
+    else:
+        out["every_s"] = float(every)
+    return out
 
 
 def _parse_search(raw: Any, grid: dict, arms: dict, base: dict, settable, problems: list[str],
@@ -929,7 +961,7 @@ def shrink_for_smoke(spec: StudySpec) -> StudySpec:
         search = {**search, "space": space, "num_samples": min(search["num_samples"], SMOKE_SAMPLES)}
     shrunk = StudySpec(spec.name, base, grid, spec.resources, spec.max_concurrent_trials, spec.max_failures,
                        spec.description, spec.source_path, spec.smoke, spec.labels, spec.arms, search,
-                       spec.trial_plots, spec.sesoi, _smoke_precision(spec.precision, grid, spec.arms))
+                       spec.trial_plots, spec.sesoi, _smoke_precision(spec.precision, grid, spec.arms), spec.report)
     problems = _trial_problems(shrunk, smoke=True)
     if problems:
         raise SpecError(spec.source_path or "<spec>", [f"{p} (with --smoke)" for p in problems])

@@ -117,15 +117,22 @@ def default_artifact_location(tracking_uri: str) -> str | None:
     return None
 
 
+# MLflow 3's experiment kind: a study is model training (runs to compare), not a GenAI app (traces). The UI reads it
+# where its workflow switcher is off; where it is on (3.17), the link with ?workflowType=machine_learning does it.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def ensure_experiment(client: MlflowClient, study: str, tracking_uri: str) -> str:
     exp = retry(lambda: client.get_experiment_by_name(study))
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             retry(lambda: client.restore_experiment(exp.experiment_id))
+        if EXPERIMENT_KIND[0] not in (exp.tags or {}):  # a study recorded before the kind was set
+            retry(lambda: client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND))
         return exp.experiment_id
     try:
         return retry(lambda: client.create_experiment(study, artifact_location=default_artifact_location(tracking_uri),
-                                                      tags={R.STUDY: study}))
+                                                      tags={R.STUDY: study, EXPERIMENT_KIND[0]: EXPERIMENT_KIND[1]}))
     except MlflowException:  # created concurrently by someone else
         return retry(lambda: client.get_experiment_by_name(study)).experiment_id
 
