@@ -194,3 +194,31 @@ def test_smoke_fits_the_generated_fixtures(name):
         cfg = TrialConfig.from_flat(flat)
         assert cfg.optim.steps == 6
         build_regime(cfg.regime, _labels(300), _labels(32), _labels(40), _labels(8), 10)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_cifar_esc50_smoke_study_runs_on_generated_fixtures(tmp_path):
+    """`python study/run.py study/specs/cifar_esc50.yaml --smoke` end to end on the stand-ins make_fixtures.py
+    writes (tmp_path/mirror): the study finishes (exit 0), every trial FINISHED in MLflow."""
+    import os
+    import subprocess
+    import sys
+
+    mirror = tmp_path / "mirror"
+    made = subprocess.run([sys.executable, str(REPO / "study" / "tools" / "make_fixtures.py"), str(mirror)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    env = {**os.environ, "BMA_DATA_MIRROR": str(mirror), "BMA_CACHE_DIR": str(tmp_path / "cache"),
+           "BMA_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, str(REPO / "study" / "run.py"), str(REPO / "study" / "specs" /
+                                                                                 "cifar_esc50.yaml"), "--smoke"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=840)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("cifar_esc50-smoke")
+    runs = client.search_runs([exp.experiment_id], "tags.`bma.role` = 'trial'")
+    assert runs and all(r.info.status == "FINISHED" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
+    print(f"\n{len(runs)} trials of cifar_esc50 --smoke finished on the generated fixtures")

@@ -65,7 +65,8 @@ def problems_of(tmp_path: Path, text: str, smoke: bool = False) -> list[str]:
         ("paper", 1944),  # 4 x 3 x 3 x 3 x 2 x 3 x 3
         ("noise", 108),  # 3 SNRs x 2 image noises x 2 ratios x 3 variants x 3 seeds
         ("variants", 9),  # 3 variants x 3 seeds
-        ("boost", 72),  # 4 image pools x 2 pair levels x 3 variants x 3 seeds
+        ("boost", 27),  # 3 image pools x 3 variants x 3 seeds (then precision rounds)
+        ("boost_long", 12),  # 2 image pools x 2 variants x 3 seeds (then precision rounds)
         ("boost_mirror", 27),  # 3 sound pools x 3 variants x 3 seeds
         ("boost_domains", 24),  # 2 sound SNRs x 2 image pools x 2 variants x 3 seeds
         ("boost_full", 270),  # 6 x 3 x 3 x 5
