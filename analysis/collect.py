@@ -207,9 +207,14 @@ INFO_COMPANIONS = ("info/n_samples", "info/n_flagged", "info/n_estimates")
 
 
 def _state(mlflow_status: str, bma_status: str | None) -> str:
-    """finished | failed | running, from MLflow's run status and the bma.status tag (failure wins)."""
+    """finished | failed | interrupted | running, from MLflow's run status and the bma.status tag (failure wins;
+    an interrupted trial, cut off by a Ctrl-C of its study and resumable, is never a result)."""
     s, b = (mlflow_status or "").upper(), (bma_status or "").lower()
-    if s in ("FAILED", "KILLED") or b == "failed":
+    if s == "FAILED" or b == R.STATUS_FAILED:
+        return "failed"
+    if b == R.STATUS_INTERRUPTED:
+        return R.STATUS_INTERRUPTED
+    if s == "KILLED":
         return "failed"
     if s == "FINISHED" or b == "finished":
         return "finished"  # includes trials a Tune scheduler stopped early: MLflow status FINISHED

@@ -47,7 +47,12 @@ SEED = "bma.seed"  # trial: regime.seed
 TRIAL_KEY = "bma.trial_key"  # trial: trial_key(), what makes a resumed trial find its run
 TRIAL_ID = "bma.trial_id"  # trial: Ray Tune's trial id (the latest attempt's)
 STATUS = "bma.status"  # trial: one of STATUSES
-STATUSES = ("running", "finished", "failed")
+# "interrupted": the study was stopped (Ctrl-C, SIGINT) while the trial ran; its MLflow run ends KILLED (MLflow's
+# word for a run stopped from outside, neither FINISHED nor FAILED) and rerunning the study's command resumes it from
+# its last checkpoint (the same run goes back to RUNNING). Never a result: the analysis does not count it.
+STATUS_RUNNING, STATUS_FINISHED, STATUS_FAILED, STATUS_INTERRUPTED = "running", "finished", "failed", "interrupted"
+STATUSES = (STATUS_RUNNING, STATUS_FINISHED, STATUS_FAILED, STATUS_INTERRUPTED)
+MLFLOW_INTERRUPTED = "KILLED"  # the MLflow run status of an interrupted trial (and of an interrupted study's parent)
 ERROR = "bma.error"  # trial: "Type: message" of the exception that failed it
 ATTEMPTS = "bma.attempts"  # trial: how many times it started (restarts after a crash, resumes)
 ARM = "bma.arm"  # trial: the spec's named arm; also the key of the arm in a shared trial's cell overrides

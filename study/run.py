@@ -7,7 +7,9 @@
 Rerunning the same command continues a study that was interrupted: finished trials are not trained again and
 no trial gets a second MLflow run. Exit codes: 0 every trial finished; 2 the spec, the results' store or folders,
 the data, the resume target or an option is wrong (nothing was started, nothing written); 3 the study ran but
-some trials failed (one console line each, listed at the end, and marked FAILED in MLflow).
+some trials failed (one console line each, listed at the end, and marked FAILED in MLflow); 130 the study was
+interrupted (Ctrl-C / SIGINT): the unfinished trials' runs are marked interrupted (MLflow status KILLED, never counted
+as results) and rerunning the same command (without --fresh) resumes them from their checkpoints.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from study import storage as results_store  # noqa: E402
 from study.spec import SpecError, StudySpec, load_spec  # noqa: E402
 from study.storage import FINGERPRINT_FILE, StorageError  # noqa: E402,F401  (FINGERPRINT_FILE: kept importable)
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_TRIALS_FAILED = 0, 2, 3
+EXIT_OK, EXIT_BAD_INPUT, EXIT_TRIALS_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
 
 
 def _positive_int(text: str) -> int:
@@ -470,7 +472,7 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
 
     from study.progress import StudyProgress
     from trainables.bma_trainable import StudyContext, train_bma
-    from trainables.tracking import git_commit, mark_stopped_early, retry
+    from trainables.tracking import git_commit, mark_interrupted, mark_stopped_early, retry
 
     try:
         datas, problems, store = data.result() if hasattr(data, "result") else (*data, None)
@@ -486,6 +488,10 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
     remote_uri = reachable_from_workers(tracking_uri, args.address)
+    opened: list[str] = []  # the parent run, once the store is open: any failure of the driver ends it FAILED
+    if isinstance(store, tuple):
+        opened.append(store[1])
+    hard_stop = False
     try:
         # Checked before anything is written: a refused study leaves no MLflow store or run behind.
         resources = {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]}
@@ -503,6 +509,8 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
                 print(f"error: --tracking-uri {tracking_uri}: cannot reach the MLflow store ({exc})", file=sys.stderr)
                 return EXIT_BAD_INPUT
         experiment_id, parent_run_id = store
+        if parent_run_id not in opened:
+            opened.append(parent_run_id)
         context = StudyContext(name, tracking_uri, experiment_id, parent_run_id, dict(spec.base),
                                driver_ip=ray.util.get_node_ip_address(),
                                remote_tracking_uri=remote_uri if remote_uri != tracking_uri else None,
@@ -548,10 +556,31 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
         except StorageError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        results = tuner.fit()
-    finally:
+        try:
+            results = tuner.fit()
+        except KeyboardInterrupt:  # a second Ctrl-C: Tune stops without its last save (it saves every few s)
+            results, hard_stop = None, True
+    except BaseException:
         ray.shutdown()
+        for run_id in opened:  # the study's parent run never stays RUNNING after its driver is gone
+            try:
+                retry(lambda: MlflowClient(tracking_uri).set_terminated(run_id, status="FAILED"))
+            except Exception:  # the store itself is what failed: the original error says more
+                pass
+        raise
+    finally:
+        ray.shutdown()  # the trials' processes are gone: nothing writes to their runs after this
 
+    if hard_stop or progress.interrupted is not None:
+        # Tune saved its state with these trials unfinished, then marked them TERMINATED: the statuses at the
+        # signal are the true ones
+        states = progress.interrupted or {}
+        if spec.search is not None and spec.search["scheduler"] and results is not None:
+            stopped = {r.metrics.get("trial_id"): r.metrics for r in results
+                       if r.error is None and r.metrics and states.get(r.metrics.get("trial_id")) == "TERMINATED"}
+            mark_stopped_early(tracking_uri, experiment_id, parent_run_id, stopped)  # before the signal
+        return interrupted(name, total, states, tracking_uri, experiment_id, parent_run_id, client, progress,
+                           mark_interrupted)
     failed = [r for r in results if r.error is not None]
     if spec.search is not None and spec.search["scheduler"]:
         last = {r.metrics.get("trial_id"): r.metrics for r in results if r.error is None and r.metrics}
@@ -572,6 +601,33 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
         print(f"  browse:  mlflow ui --backend-store-uri {tracking_uri}")
     print(f"  tables:  python -m analysis export --study {name} --tracking-uri {tracking_uri}")
     return EXIT_TRIALS_FAILED if failed else EXIT_OK
+
+
+def resume_command() -> str:
+    """The command that resumes this study: this one, without --fresh (which would set the results aside)."""
+    import shlex
+
+    argv = [a for a in sys.argv[1:] if a != "--fresh"]
+    return shlex.join(["python", sys.argv[0] if sys.argv[0].endswith("run.py") else "study/run.py", *argv])
+
+
+def interrupted(name, total, states, tracking_uri, experiment_id, parent_run_id, client, progress,
+                mark_interrupted) -> int:
+    """The study was interrupted (Ctrl-C): its cut-off trials' runs are marked interrupted, its parent run KILLED,
+    and the console says how to resume. Tune's experiment state and each trial's checkpoint are kept."""
+    from trainables.tracking import retry
+
+    marked = mark_interrupted(tracking_uri, experiment_id, parent_run_id)
+    retry(lambda: client.set_terminated(parent_run_id, status=R.MLFLOW_INTERRUPTED))
+    progress.close()
+    done = sum(s == "TERMINATED" for s in states.values())
+    failed = sum(s == "ERROR" for s in states.values())
+    print(f"\nstudy {name}: interrupted: {done} of {total} trials finished, {failed} failed, {marked} cut off "
+          f"(marked {R.STATUS_INTERRUPTED} in MLflow, not counted as results); the others never started.")
+    print(f"  resume:  {resume_command()}   (the same command, without --fresh: trials resume from their "
+          "checkpoints)")
+    print(f"\nMLflow store: {tracking_uri}   experiment: {name}")
+    return EXIT_INTERRUPTED
 
 
 def exit_now(code: int) -> None:
