@@ -177,7 +177,9 @@ class MetricFamily:
 
 _ALL, _MEM = ALL_VARIANTS, MEMORY_VARIANTS
 _F = MetricFamily
-# Order matters: the first matching family describes a metric (specific patterns before general ones).
+# Order matters: the first matching family describes a metric (specific patterns before general ones). Patterns
+# follow the names bma/evaluation.py writes closely enough that a misspelt name (acc/bogus) is unknown, not a
+# test-split metric.
 METRICS: tuple[MetricFamily, ...] = (
     _F("loss/total", "loss", "min", "train", "round", _ALL, "the training objective, mean over a round's steps"),
     _F("loss/encoder", "loss", "min", "train", "round", _ALL, "the encoders' own objective"),
@@ -188,10 +190,10 @@ METRICS: tuple[MetricFamily, ...] = (
     _F("loss/variance", "loss", "min", "train", "round", BMA_ONLY, "switch loss.w_variance"),
     _F("loss/infomax", "loss", "min", "train", "round", BMA_ONLY, "switch loss.w_infomax"),
     _F("loss/slot_decorrelation", "loss", "min", "train", "round", _MEM, "switch loss.w_slot_decorrelation"),
-    _F("acc/*", "probe", "max", "test", "eval", _ALL, "linear-probe accuracy (acc/<probe>/k<K>: K labels per class)"),
-    _F("retrieval/*_mem_*", "retrieval", "max", "test", "eval", _MEM, "class-level recall@K in memory space"),
-    _F("retrieval/*", "retrieval", "max", "test", "eval", _ALL, "class-level recall@K in the contrastive space"),
-    _F("assoc/*", "association", "max", "test", "eval", _MEM, "class agreement of the switched recall"),
+    _F("acc/*_probe_[fh]*", "probe", "max", "test", "eval", _ALL, "linear-probe accuracy (acc/<probe>/k<K>: K labels per class)"),
+    _F("retrieval/*_mem_r[0-9]*", "retrieval", "max", "test", "eval", _MEM, "class-level recall@K in memory space"),
+    _F("retrieval/*_r[0-9]*", "retrieval", "max", "test", "eval", _ALL, "class-level recall@K in the contrastive space"),
+    _F("assoc/*_acc", "association", "max", "test", "eval", _MEM, "class agreement of the switched recall"),
     _F("info/n_*", "info", None, "test", "info", _ALL, "sample size and flagged-estimate counts of the probes"),
     _F("info/H_*", "info", None, "test", "info", _MEM, "entropies (nats)"),
     _F("info/eff_slots_*", "info", None, "test", "info", _MEM, "effective number of slots, exp H(W)"),

@@ -108,3 +108,38 @@ def test_sigint_marks_trials_interrupted_and_the_rerun_resumes_them(tmp_path: Pa
         steps = sorted(m.step for m in client.get_metric_history(r.info.run_id, "loss/total"))
         assert steps == list(range(1, EPOCHS + 1)), f"{r.info.run_name}: rounds logged {steps}"
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_driver_that_fails_mid_study_ends_its_parent_run_failed(tmp_path, monkeypatch):
+    """Any failure of the driver once the parent run exists (here Tune itself raising, as its grace_period
+    assertion did) ends the parent run FAILED, never RUNNING."""
+    from mlflow.tracking import MlflowClient
+    from ray import tune
+
+    from bma.config import TrialConfig
+    from study.run import parse_args, run_study
+    from study.spec import load_spec
+    from tests.study.test_engine_synthetic import SPEC as SYNTHETIC
+    from tests.synthetic_data import synthetic_trial_data
+    from trainables.bma_trainable import data_key
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "spec.yaml").write_text(SYNTHETIC)
+    spec = load_spec(tmp_path / "spec.yaml")
+    datas = {data_key(TrialConfig.from_flat(f)): synthetic_trial_data() for f in spec.trial_flats()}
+
+    def broken_fit(self):
+        raise AssertionError("grace_period must be <= max_t!")
+
+    monkeypatch.setattr(tune.Tuner, "fit", broken_fit)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = parse_args([str(tmp_path / "spec.yaml"), "--num-cpus", "1"])
+    with pytest.raises(AssertionError, match="grace_period"):
+        run_study(spec, spec.name, spec.fingerprint(), (datas, []), uri, str(tmp_path / "ray_results"),
+                  tmp_path / "ray_results" / spec.name, args, spec.distinct_trials())
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(spec.name)
+    parents = client.search_runs([experiment.experiment_id], f"tags.`{R.ROLE}` = '{R.ROLE_STUDY}'")
+    assert [p.info.status for p in parents] == ["FAILED"]
