@@ -62,6 +62,9 @@ CELLS_CHUNK = 7000  # MLflow tag values hold at most 8,000 characters: a long li
 STOPPED_EARLY = "bma.stopped_early"  # trial: "true" when a search's scheduler stopped it before its last round
 REGIME_COUNT = "bma.regime_count."  # trial: prefix of the sample counts of its regime (bma.regime_count.pairs)
 PLACEMENT = ("bma.node_id", "bma.hostname", "bma.gpu_ids", "bma.device")  # trial: where its latest attempt ran
+# trial: torch's intra-op thread count of its latest attempt (Ray sets it from the trial's CPUs); a float sum's order,
+# and so the last digits of a result, depend on it: study/reproduce.py retrains with the same count
+THREADS = "bma.torch_threads"
 
 # -- the settings that name a trial --------------------------------------------------------------------------------
 

@@ -85,9 +85,11 @@ def placement(cfg: TrialConfig) -> dict[str, str]:
 
     from bma.trainer import resolve_device
 
+    import torch
+
     where = (ray.get_runtime_context().get_node_id(), socket.gethostname(),
              ",".join(str(g) for g in ray.get_gpu_ids()), str(resolve_device(granted_device(cfg))))
-    return dict(zip(R.PLACEMENT, where))
+    return {**dict(zip(R.PLACEMENT, where)), R.THREADS: str(torch.get_num_threads())}
 
 
 def trial_config(tune_config: dict, base: dict) -> tuple[TrialConfig, dict, list | None]:

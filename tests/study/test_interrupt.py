@@ -102,6 +102,7 @@ def test_sigint_marks_trials_interrupted_and_the_rerun_resumes_them(tmp_path: Pa
     assert len(runs) == 2 and len(set(keys)) == 2, f"expected one run per trial, got {len(runs)} for {len(set(keys))}"
     assert all(r.info.status == "FINISHED" and r.data.tags[R.STATUS] == R.STATUS_FINISHED for r in runs)
     assert not any(R.STOPPED_EARLY in r.data.tags for r in runs)
+    assert all(r.data.tags[R.THREADS] == "1" for r in runs), "resources.cpu 1: one torch thread, recorded"
     resumed = client.get_run(cut)
     assert resumed.data.tags[R.ATTEMPTS] == "2", "the interrupted trial resumed into its own run"
     for r in runs:
