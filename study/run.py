@@ -290,9 +290,14 @@ def main(argv: list[str] | None = None) -> int:
     import_engine()
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(1, thread_name_prefix="bma-data") as pool:
-        data = pool.submit(prepare_then_store, spec, args, name, fingerprint, tracking_uri)
-        return run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_dir, args, distinct)
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="bma-data") as pool:
+            data = pool.submit(prepare_then_store, spec, args, name, fingerprint, tracking_uri)
+            return run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_dir, args, distinct)
+    except KeyboardInterrupt:  # before Tune ran (it handles its own Ctrl-C): no trial started, nothing to mark
+        print(f"\nstudy {name}: interrupted before its trials started; rerun the same command to start it",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def import_engine() -> None:
@@ -560,11 +565,12 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
             results = tuner.fit()
         except KeyboardInterrupt:  # a second Ctrl-C: Tune stops without its last save (it saves every few s)
             results, hard_stop = None, True
-    except BaseException:
+    except BaseException as exc:
         ray.shutdown()
+        end = R.MLFLOW_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else "FAILED"
         for run_id in opened:  # the study's parent run never stays RUNNING after its driver is gone
             try:
-                retry(lambda: MlflowClient(tracking_uri).set_terminated(run_id, status="FAILED"))
+                retry(lambda: MlflowClient(tracking_uri).set_terminated(run_id, status=end))
             except Exception:  # the store itself is what failed: the original error says more
                 pass
         raise

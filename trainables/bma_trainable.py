@@ -17,7 +17,7 @@ from ray import tune
 from bma.config import TrialConfig, effective_config
 from bma.trainer import TrialData, data_identity, fit
 from study import record as R
-from trainables.tracking import TrialTracker, finished_run, refuse_live_twin
+from trainables.tracking import TrialTracker, finished_run
 
 RUN_ID_FILE = "mlflow_run.json"
 ARM_KEY = "arm"  # the Tune dict key of a spec's named arm: {"name": ..., "settings": {dotted path: value}}
@@ -117,8 +117,6 @@ def train_bma(tune_config: dict, study: StudyContext, data: dict[str, "TrialData
         run_id = json.loads(run_file.read_text())["run_id"] if run_file.is_file() else None
 
     tracking_uri = study.tracking_uri_here()
-    if run_id is None and POINT_KEY not in tune_config:  # a search's sample (a grid's trials are distinct)
-        refuse_live_twin(tracking_uri, study.experiment_id, study.name, cfg, tune.get_context().get_trial_id() or "")
     tracker = TrialTracker(tracking_uri, study.experiment_id, study.parent_run_id, study.name, cfg,
                            tune_trial_id=tune.get_context().get_trial_id() or "", run_id=run_id,
                            commit=study.git_commit, tags={**placement(cfg), **R.cells_tags(cells)},

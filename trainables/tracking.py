@@ -160,26 +160,6 @@ def finished_run(tracking_uri: str, experiment_id: str, study: str, cfg: TrialCo
     return found[0] if found else None
 
 
-class RepeatedSample(RuntimeError):
-    """A search sampled a configuration another trial of the study is training: the two would share one MLflow run
-    (doubled metric histories) and be counted as two results."""
-
-
-def refuse_live_twin(tracking_uri: str, experiment_id: str, study: str, cfg: TrialConfig, tune_trial_id: str) -> None:
-    """Raise RepeatedSample when the run of this configuration is RUNNING for another Tune trial (a search sampled
-    the same effective configuration twice). A finished twin is fine: the trial reports it (finished_run), so the
-    configuration is trained once. Only for a trial that starts afresh: a resumed one finds its own run."""
-    client = MlflowClient(tracking_uri)
-    key = trial_key(study, cfg)
-    found = retry(lambda: client.search_runs(
-        [experiment_id], f"tags.`{R.TRIAL_KEY}` = '{key}' and attributes.status = 'RUNNING'", max_results=1))
-    if found and tune_trial_id and found[0].data.tags.get(R.TRIAL_ID) not in (None, "", tune_trial_id):
-        raise RepeatedSample(
-            f"the search sampled the configuration trial {found[0].data.tags[R.TRIAL_ID]} is training (MLflow run "
-            f"{found[0].info.run_id}); not trained twice into one run. Sample from a wider search.space, or lower "
-            "search.num_samples")
-
-
 LOGGED_EVERY_ROUND = "loss/total"  # every variant logs it each round: its history says which rounds MLflow holds
 
 
@@ -199,6 +179,14 @@ class TrialTracker:
             found = retry(lambda: self.client.search_runs([experiment_id], f"tags.`{R.TRIAL_KEY}` = '{key}'",
                                                           max_results=1))
             run_id = found[0].info.run_id if found else None
+            owner = found[0].data.tags.get(R.TRIAL_ID) if found else None
+            if run_id is not None and ((owner or tune_trial_id) != tune_trial_id or retry(
+                    lambda: self.client.get_metric_history(run_id, LOGGED_EVERY_ROUND))):
+                # Never two Tune trials in one run, never a round logged twice: the run belongs to another trial (a
+                # search sampled one configuration twice; a study started again with --fresh; a driver killed
+                # before Tune saved this trial), or this attempt starts from round 1 without a checkpoint but the
+                # run holds rounds. A new run; the analysis keeps the latest finished run per cell and seed.
+                run_id = None
         if run_id is None:
             flat = cfg.to_flat()
             tags = {

@@ -158,27 +158,51 @@ def test_a_missing_xdomain_folder_found_with_the_data_is_named_as_the_xdomain_se
         assert str(info.value).startswith(f"eval.xdomain_image_root={root}: {what}"), str(info.value)
 
 
-def test_a_search_never_trains_two_samples_of_one_configuration_into_one_run(tmp_path):
-    """A sample whose configuration another trial is training is refused (RepeatedSample, one line for the
-    driver's list); its own resumed attempt and a configuration already finished are not (the latter is reported as
-    finished: finished_run)."""
+def test_two_trials_of_one_configuration_never_share_a_run(tmp_path):
+    """A search that samples one configuration twice (or a study started again with --fresh, or a trial Tune
+    re-created after a killed driver) gives each Tune trial its own run: never two metric histories in one. The
+    same trial (a restart, a resume) finds its own run again."""
     from mlflow.tracking import MlflowClient
 
     from bma.config import TrialConfig
     from study import record as R
-    from trainables.tracking import RepeatedSample, TrialTracker, refuse_live_twin
+    from trainables.tracking import TrialTracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     experiment = client.create_experiment("s")
     cfg = TrialConfig.from_flat({"model.tau_m": 0.1})
-    tracker = TrialTracker(uri, experiment, "parent", "s", cfg, tune_trial_id="abc_00000", commit="x")
-    refuse_live_twin(uri, experiment, "s", cfg, "abc_00000")  # itself, resumed: fine
-    refuse_live_twin(uri, experiment, "s", TrialConfig.from_flat({"model.tau_m": 0.2}), "abc_00001")  # another config
-    with pytest.raises(RepeatedSample) as info:
-        refuse_live_twin(uri, experiment, "s", cfg, "abc_00001")
-    assert "abc_00000" in str(info.value) and tracker.run_id in str(info.value)
-    tracker.finish({})
-    refuse_live_twin(uri, experiment, "s", cfg, "abc_00001")  # finished: reported, not trained again
+    first = TrialTracker(uri, experiment, "parent", "s", cfg, tune_trial_id="abc_00000", commit="x")
+    restarted = TrialTracker(uri, experiment, "parent", "s", cfg, tune_trial_id="abc_00000", commit="x")
+    assert restarted.run_id == first.run_id  # the same trial again, nothing logged yet: its own run
+    twin = TrialTracker(uri, experiment, "parent", "s", cfg, tune_trial_id="abc_00001", commit="x")
+    assert twin.run_id != first.run_id
+    first.log_epoch(1, {"loss/total": 1.0})
+    twin.log_epoch(1, {"loss/total": 2.0})
+    for tracker in (first, twin):
+        assert len(client.get_metric_history(tracker.run_id, "loss/total")) == 1
     runs = client.search_runs([experiment], f"tags.`{R.ROLE}` = '{R.ROLE_TRIAL}'")
-    assert len(runs) == 1
+    assert sorted(r.data.tags[R.TRIAL_ID] for r in runs) == ["abc_00000", "abc_00001"]
+
+
+def test_an_attempt_from_round_1_never_appends_to_a_run_that_logged_rounds(tmp_path):
+    """Without a checkpoint (e.g. --fresh after an interrupted run) a trial trains from round 1: it gets a new run
+    rather than logging each round twice into the old one; a run that logged nothing is still reused."""
+    from mlflow.tracking import MlflowClient
+
+    from bma.config import TrialConfig
+    from trainables.tracking import TrialTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = MlflowClient(uri).create_experiment("s")
+    cfg = TrialConfig.from_flat({"model.tau_m": 0.1})
+    empty = TrialTracker(uri, experiment, "parent", "s", cfg, tune_trial_id="a_0", commit="x")
+    again = TrialTracker(uri, experiment, "parent", "s", cfg, tune_trial_id="a_0", commit="x")
+    assert again.run_id == empty.run_id  # crashed before its first round: nothing to double
+    again.log_epoch(1, {"loss/total": 1.0})
+    again.fail(KeyboardInterrupt())
+    fresh = TrialTracker(uri, experiment, "parent", "s", cfg, tune_trial_id="a_0", commit="x")
+    assert fresh.run_id != again.run_id
+    fresh.log_epoch(1, {"loss/total": 0.9})
+    steps = [m.step for m in MlflowClient(uri).get_metric_history(fresh.run_id, "loss/total")]
+    assert steps == [1]
