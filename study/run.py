@@ -477,7 +477,7 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
 
     from study.progress import StudyProgress
     from trainables.bma_trainable import StudyContext, train_bma
-    from trainables.tracking import git_commit, mark_interrupted, mark_stopped_early, retry
+    from trainables.tracking import git_commit, mark_stopped_early, retry
 
     try:
         datas, problems, store = data.result() if hasattr(data, "result") else (*data, None)
@@ -585,8 +585,7 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
             stopped = {r.metrics.get("trial_id"): r.metrics for r in results
                        if r.error is None and r.metrics and states.get(r.metrics.get("trial_id")) == "TERMINATED"}
             mark_stopped_early(tracking_uri, experiment_id, parent_run_id, stopped)  # before the signal
-        return interrupted(name, total, states, tracking_uri, experiment_id, parent_run_id, client, progress,
-                           mark_interrupted)
+        return interrupted(name, total, states, tracking_uri, experiment_id, parent_run_id, client, progress)
     failed = [r for r in results if r.error is not None]
     if spec.search is not None and spec.search["scheduler"]:
         last = {r.metrics.get("trial_id"): r.metrics for r in results if r.error is None and r.metrics}
@@ -617,11 +616,10 @@ def resume_command() -> str:
     return shlex.join(["python", sys.argv[0] if sys.argv[0].endswith("run.py") else "study/run.py", *argv])
 
 
-def interrupted(name, total, states, tracking_uri, experiment_id, parent_run_id, client, progress,
-                mark_interrupted) -> int:
+def interrupted(name, total, states, tracking_uri, experiment_id, parent_run_id, client, progress) -> int:
     """The study was interrupted (Ctrl-C): its cut-off trials' runs are marked interrupted, its parent run KILLED,
     and the console says how to resume. Tune's experiment state and each trial's checkpoint are kept."""
-    from trainables.tracking import retry
+    from trainables.tracking import mark_interrupted, retry
 
     marked = mark_interrupted(tracking_uri, experiment_id, parent_run_id)
     retry(lambda: client.set_terminated(parent_run_id, status=R.MLFLOW_INTERRUPTED))
@@ -629,7 +627,8 @@ def interrupted(name, total, states, tracking_uri, experiment_id, parent_run_id,
     done = sum(s == "TERMINATED" for s in states.values())
     failed = sum(s == "ERROR" for s in states.values())
     print(f"\nstudy {name}: interrupted: {done} of {total} trials finished, {failed} failed, {marked} cut off "
-          f"(marked {R.STATUS_INTERRUPTED} in MLflow, not counted as results); the others never started.")
+          f"(marked {R.STATUS_INTERRUPTED} in MLflow, not counted as results)"
+          + ("; the others had not started" if isinstance(total, int) and done + failed + marked < total else ""))
     print(f"  resume:  {resume_command()}   (the same command, without --fresh: trials resume from their "
           "checkpoints)")
     print(f"\nMLflow store: {tracking_uri}   experiment: {name}")
