@@ -182,7 +182,7 @@ def _state(mlflow_status: str, bma_status: str | None) -> str:
         return R.STATUS_INTERRUPTED
     if s == "KILLED":
         return "failed"
-    if s == "FINISHED" or b == "finished":
+    if s == "FINISHED" or b == R.STATUS_FINISHED:
         return "finished"  # includes trials a Tune scheduler stopped early: MLflow status FINISHED
     return "running"  # RUNNING/SCHEDULED: still running, or crashed without ending its run
 
