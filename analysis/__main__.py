@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--info-plane", nargs=2, action="append", metavar=("X", "Y"),
                     help="information-plane axes, quantity[/estimator], e.g. I_zv_zs I_S_Sprime/infonce "
                          "(repeatable)")
+    ex.add_argument("--sesoi", nargs="+", metavar="DELTA", help="smallest effect of interest for the verdicts: "
+                    "'0.02' (for acc/*) or 'GLOB=0.02', repeatable; replaces the spec's analysis.sesoi")
     ex.add_argument("-q", "--quiet", action="store_true", help="print only errors")
 
     st = sub.add_parser("studies", help="list the studies (experiments) of a tracking store")
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics=args.metrics, n_resamples=args.bootstrap_resamples, plots=not args.no_plots,
             plot_metrics=args.plot_metrics, heatmap_metric=args.heatmap_metric, heatmap_variant=args.heatmap_variant,
             exchange_metric=args.exchange_metric, info_plane=[tuple(p) for p in args.info_plane] if args.info_plane
-            else None, parent_run=args.parent_run,
+            else None, parent_run=args.parent_run, sesoi=args.sesoi,
         )
         result = run_export(opts)
     except AnalysisError as exc:

@@ -118,3 +118,28 @@ def constant_keys(table: pd.DataFrame, keys: list[str]) -> dict[str, object]:
 def present_main(metrics: list[str], prefix: str = "final/") -> list[str]:
     """The MAIN_METRICS present among ``metrics``, as value-column names (``final/acc/image_probe_h``)."""
     return [f"{prefix}{m}" for m in MAIN_METRICS if m in metrics]
+
+
+def failure_reason(trials: pd.DataFrame) -> str:
+    """Why a group of trials has no finished one: counts by state and the distinct errors, e.g.
+    ``3 failed (RuntimeError: CUDA out of memory x3)``; empty when the group has no trial at all."""
+    if trials.empty:
+        return ""
+    parts = []
+    for state, grp in trials.groupby("state", sort=True):
+        errors = grp["error"].dropna().astype(str).map(lambda e: " ".join(e.split())[:120]) if "error" in grp else []
+        counted = pd.Series(errors).value_counts() if len(errors) else pd.Series(dtype=int)
+        why = "; ".join(f"{e} x{n}" if n > 1 else e for e, n in counted.items())
+        parts.append(f"{len(grp)} {state}" + (f" ({why})" if why else ""))
+    return ", ".join(parts)
+
+
+def absent_groups(trials: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """The groups (``by``) of the study's trials (superseded ones left out) without a finished trial, with the
+    reason: one row per group, columns ``by`` + ``reason``. What a report says instead of dropping them."""
+    live = trials[~trials["superseded"]] if "superseded" in trials else trials
+    rows = []
+    for key, grp in live.groupby(by, dropna=False, sort=True):
+        if not grp["used"].any():
+            rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "reason": failure_reason(grp)})
+    return pd.DataFrame(rows, columns=by + ["reason"])

@@ -455,6 +455,42 @@ def collect_study(
     )
 
 
+def study_sesoi(study: str, tracking_uri: str | None = None, parent_run: str | None = None,
+                client=None) -> tuple[dict[str, float], list[str]]:
+    """The smallest effects of interest the study declared (spec ``analysis.sesoi``), as the driver records them on
+    the parent run (tag study.record.SESOI, JSON {metric glob: delta}); ({}, notes) when none is recorded.
+
+    A study invoked with several versions of its spec has several parent runs: they should agree; if they do not,
+    the latest parent's mapping is used and a note says so. ``parent_run``: only that invocation's."""
+    import json
+
+    uri = resolve_tracking_uri(tracking_uri)
+    client = client or open_client(uri)
+    exp = find_experiment(client, study, uri)
+    parents = client.search_runs([exp.experiment_id], filter_string=f"tags.`{R.ROLE}` = '{R.ROLE_STUDY}'",
+                                 max_results=1000, order_by=["attributes.start_time ASC"])
+    if parent_run:
+        parents = [p for p in parents if p.info.run_id == parent_run]
+    found, notes = [], []
+    for p in parents:
+        text = p.data.tags.get(R.SESOI)
+        if not text:
+            continue
+        try:
+            value = json.loads(text)
+            if not isinstance(value, dict):
+                raise ValueError("not a mapping")
+            found.append({str(k): float(v) for k, v in value.items()})
+        except (TypeError, ValueError) as exc:
+            notes.append(f"parent run {p.info.run_id}: unreadable {R.SESOI} tag ({exc}); ignored")
+    if not found:
+        return {}, notes
+    if any(f != found[-1] for f in found):
+        notes.append(f"the study's parent runs record different SESOI ({R.SESOI}); the latest one's is used: "
+                     f"{found[-1]}")
+    return found[-1], notes
+
+
 def load_exported(out_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """runs and histories back from an export directory (for notebooks: no MLflow needed)."""
     return (pd.read_parquet(os.path.join(out_dir, "runs.parquet")),

@@ -22,8 +22,8 @@ import pandas as pd
 from analysis import plots as P
 from analysis import tables as T
 from analysis.aggregate import BOOTSTRAP_RESAMPLES, CI_METHODS, MAIN_METRICS, present_main, summarize
-from analysis.collect import AnalysisError, StudyData, collect_study
-from analysis.compare import compare_variants
+from analysis.collect import AnalysisError, StudyData, collect_study, study_sesoi
+from analysis.compare import compare_variants, resolve_sesoi
 from analysis.exchange import exchange_rates
 
 log = logging.getLogger("analysis")
@@ -34,6 +34,9 @@ DEFAULT_HEATMAP_METRICS = ("acc/image_probe_h", "assoc/i2s_acc")
 DEFAULT_EXCHANGE_METRICS = ("acc/image_probe_h", "acc/sound_probe_h", "assoc/i2s_acc")
 MANIFEST = "manifest.json"
 GENERATOR = "bma-study analysis export"  # manifest["generator"]: the mark of a folder this module wrote
+# every report command writes its folder through ``write_folder`` and marks it "bma-study <module>"; a folder any of
+# them wrote (its manifest lists every file in it) may be replaced by any of them: nothing in it is a user's
+GENERATOR_PREFIX = "bma-study analysis"
 
 
 @dataclass
@@ -52,6 +55,8 @@ class ExportOptions:
     exchange_metric: str | None = None  # the one plotted; the table covers DEFAULT_EXCHANGE_METRICS + this
     info_plane: list[tuple[str, str]] | None = None
     parent_run: str | None = None
+    sesoi: list[str] | None = None  # --sesoi values (``0.02`` for acc/*, or ``GLOB=0.02``); replace the spec's
+    recorded_sesoi: dict[str, float] | None = None  # the spec's analysis.sesoi, read by run_export from the parent run
 
 
 @dataclass
@@ -120,10 +125,12 @@ def build_outputs(data: StudyData, opts: ExportOptions, out_dir: str) -> tuple[l
     files += _write_table(summary, j("summary"))
 
     # comparisons
-    compare, baseline, cnotes = compare_variants(runs, keys, opts.baseline)
+    sesoi, sesoi_source = resolve_sesoi(opts.sesoi, opts.recorded_sesoi)
+    compare, baseline, cnotes = compare_variants(runs, keys, opts.baseline, sesoi=sesoi)
     notes += cnotes
     files += _write_table(compare, j("compare"))
-    files.append(_write_text(j("compare.md"), T.compare_markdown(compare, keys, baseline, header, cnotes, main_cols)))
+    files.append(_write_text(j("compare.md"), T.compare_markdown(compare, keys, baseline, header, cnotes, main_cols,
+                                                                 sesoi_source)))
     files.append(_write_text(j("compare.tex"), T.compare_latex(compare, keys, baseline, data.study, main_cols)))
 
     # exchange rate
@@ -192,9 +199,11 @@ def build_outputs(data: StudyData, opts: ExportOptions, out_dir: str) -> tuple[l
     return files, notes, {"summary": summary, "compare": compare, "exchange": exchange}
 
 
-def replace_problem(out_dir: str) -> str | None:
-    """Why the existing ``out_dir`` must not be replaced by an export, or None (it does not exist, is empty, or is
-    exactly what an earlier export wrote: its manifest lists every file in it)."""
+def replace_problem(out_dir: str, command: str = "python -m analysis export") -> str | None:
+    """Why the existing ``out_dir`` must not be replaced by a report ``command`` (an export, analysis.boost,
+    analysis.ablation), or None: it does not exist, is empty, or is exactly what an earlier report wrote (its
+    manifest, marked by a GENERATOR_PREFIX generator, lists every file in it). The one rule of every report
+    command's --out (``write_folder``)."""
     if os.path.islink(out_dir):
         return f"--out {out_dir} is a symbolic link; give the folder itself (or a new one)"
     if not os.path.exists(out_dir):
@@ -204,8 +213,8 @@ def replace_problem(out_dir: str) -> str | None:
     cwd = os.path.realpath(os.getcwd())
     real = os.path.realpath(out_dir)
     if cwd == real or cwd.startswith(real.rstrip(os.sep) + os.sep):
-        return (f"--out {out_dir} is the current folder or one above it; an export replaces its --out folder "
-                "wholesale: choose a new folder (default reports/<study>)")
+        return (f"--out {out_dir} is the current folder or one above it; `{command}` replaces its --out folder "
+                "wholesale: choose a new folder")
     try:
         present = []
         for root, dirs, names in os.walk(out_dir):
@@ -216,8 +225,8 @@ def replace_problem(out_dir: str) -> str | None:
         return f"--out {out_dir}: cannot be read ({exc.strerror or exc})"
     if not present:
         return None  # an empty folder: nothing to lose
-    refuse = (f"--out {out_dir} exists and was not written by `python -m analysis export` (no export manifest.json "
-              "in it); refusing to replace it: choose a new or empty folder")
+    refuse = (f"--out {out_dir} exists and was not written by `{command}` (no report manifest.json in it); "
+              "refusing to replace it: choose a new or empty folder")
     try:
         with open(os.path.join(out_dir, MANIFEST), encoding="utf-8") as fh:
             manifest = json.load(fh)
@@ -225,22 +234,25 @@ def replace_problem(out_dir: str) -> str | None:
         return refuse
     listed = manifest.get("files") if isinstance(manifest, dict) else None
     legacy = isinstance(manifest, dict) and {"study", "created", "options", "files"} <= set(manifest)
-    if not isinstance(listed, list) or not (manifest.get("generator") == GENERATOR or legacy):
+    ours = str(manifest.get("generator", "")).startswith(GENERATOR_PREFIX) if isinstance(manifest, dict) else False
+    if not isinstance(listed, list) or not (ours or legacy):
         return refuse
     extra = sorted(set(present) - {str(f) for f in listed} - {MANIFEST})
     if extra:
         shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
-        return (f"--out {out_dir} holds an earlier export plus files it did not write ({shown}); refusing to "
+        return (f"--out {out_dir} holds an earlier report plus files it did not write ({shown}); refusing to "
                 "replace it: move them out, or choose another --out")
     return None
 
 
-def run_export(opts: ExportOptions) -> ExportResult:
-    """Collect the study, then write every output into ``opts.out`` (default reports/<study>) atomically. An existing
-    folder is replaced only if an earlier export wrote it (``replace_problem``)."""
-    data = collect_study(opts.study, opts.tracking_uri, opts.metrics, opts.parent_run)  # errors before any output
-    out_dir = os.path.abspath(opts.out or os.path.join(DEFAULT_OUT_ROOT, data.study))
-    problem = replace_problem(out_dir)
+def write_folder(out_dir: str, build, command: str):
+    """Write a report folder atomically, the one way every report command writes its --out: refuse an existing
+    folder ``replace_problem`` names (AnalysisError, nothing written), else call ``build(tmp)`` on a temporary
+    folder beside ``out_dir`` and move it into place; a failure leaves the earlier folder as it was. ``build``
+    writes every file, its manifest included, and returns what the caller wants back (with the file paths it
+    wrote under ``tmp``, as its first item, when it is a tuple: they are returned rebased onto ``out_dir``)."""
+    out_dir = os.path.abspath(out_dir)
+    problem = replace_problem(out_dir, command)
     if problem:
         raise AnalysisError(problem)
     parent = os.path.dirname(out_dir)
@@ -258,7 +270,7 @@ def run_export(opts: ExportOptions) -> ExportResult:
                             "writable folder") from None
     old = None
     try:
-        files, notes, frames = build_outputs(data, opts, tmp)
+        result = build(tmp)
         if os.path.exists(out_dir):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=parent)
             os.rmdir(old)
@@ -269,13 +281,38 @@ def run_export(opts: ExportOptions) -> ExportResult:
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if old and os.path.exists(old) and not os.path.exists(out_dir):
-            os.rename(old, out_dir)  # the earlier export stays until a new one is complete
+            os.rename(old, out_dir)  # the earlier folder stays until a new one is complete
         _remove_made(made)
         if isinstance(exc, OSError):  # a full disk, a folder that turned read-only: a problem to fix, no traceback
-            raise AnalysisError(f"--out {out_dir}: writing the export failed ({exc.strerror or exc}); nothing was "
+            raise AnalysisError(f"--out {out_dir}: writing the report failed ({exc.strerror or exc}); nothing was "
                                 "replaced") from exc
         raise
-    files = [os.path.join(out_dir, os.path.relpath(f, tmp)) for f in files]
+    if isinstance(result, tuple) and result and isinstance(result[0], list):
+        result = ([os.path.join(out_dir, os.path.relpath(f, tmp)) for f in result[0]],) + result[1:]
+    return result
+
+
+def write_manifest(folder: str, generator: str, files: list[str], **fields) -> str:
+    """The folder's manifest.json: ``generator`` (GENERATOR_PREFIX ...), the files it holds (relative), ``fields``."""
+    manifest = {"generator": generator, **fields,
+                "files": sorted(os.path.relpath(f, folder) for f in files)}
+    return _write_text(os.path.join(folder, MANIFEST), json.dumps(manifest, indent=2, default=str) + "\n")
+
+
+def run_export(opts: ExportOptions) -> ExportResult:
+    """Collect the study, then write every output into ``opts.out`` (default reports/<study>) atomically. An existing
+    folder is replaced only if an earlier report wrote it (``replace_problem``)."""
+    data = collect_study(opts.study, opts.tracking_uri, opts.metrics, opts.parent_run)  # errors before any output
+    if opts.recorded_sesoi is None:
+        opts.recorded_sesoi, snotes = study_sesoi(opts.study, opts.tracking_uri, opts.parent_run)
+        data.notes.extend(snotes)
+    try:
+        resolve_sesoi(opts.sesoi, opts.recorded_sesoi)
+    except ValueError as exc:
+        raise AnalysisError(f"SESOI ({'--sesoi' if opts.sesoi else 'the spec'}): {exc}") from None
+    out_dir = os.path.abspath(opts.out or os.path.join(DEFAULT_OUT_ROOT, data.study))
+    files, notes, frames = write_folder(out_dir, lambda tmp: build_outputs(data, opts, tmp),
+                                        "python -m analysis export")
     for n in notes:
         log.info("note: %s", n)
     return ExportResult(out_dir, files, notes, data, frames["summary"], frames["compare"], frames["exchange"])
@@ -289,4 +326,5 @@ def _remove_made(made: list[str]) -> None:
             break
 
 
-__all__ = ["ExportOptions", "ExportResult", "MAIN_METRICS", "build_outputs", "replace_problem", "run_export"]
+__all__ = ["ExportOptions", "ExportResult", "MAIN_METRICS", "build_outputs", "replace_problem", "run_export",
+           "write_folder", "write_manifest"]

@@ -57,7 +57,7 @@ def latex_escape(text: str) -> str:
     repl = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
     out = "".join(repl.get(ch, ch) for ch in str(text))
-    return out.replace("±", r"$\pm$").replace("–", "--").replace("Δ", r"$\Delta$")
+    return out.replace("±", r"$\pm$").replace("–", "--").replace("Δ", r"$\Delta$").replace("δ", r"$\delta$")
 
 
 def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
@@ -275,6 +275,12 @@ def compare_display(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
          f"{r.mean_diff:+.3f} [{r.diff_ci95_low:+.3f}, {r.diff_ci95_high:+.3f}]")
         for r in table.itertuples()
     ]
+    if "verdict" in table:
+        out["90 % CI"] = [DASH if math.isnan(lo) else f"[{lo:+.3f}, {hi:+.3f}]"
+                          for lo, hi in zip(table["diff_ci90_low"], table["diff_ci90_high"])]
+        out["δ"] = table["sesoi"].map(lambda d: DASH if d is None or math.isnan(d) else f"{d:g}")
+        out["verdict"] = table["verdict"].astype(str)
+        out["seeds needed"] = table["seeds_needed"].map(lambda n: DASH if math.isnan(n) else str(int(n)))
     star = lambda p: "*" if (not math.isnan(p) and p < 0.05) else ""  # noqa: E731
     out["p (t)"] = table["p_ttest"].map(fmt_p)
     out["p (t, Holm)"] = [fmt_p(p) + star(p) for p in table["p_ttest_holm"]]
@@ -284,7 +290,28 @@ def compare_display(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return out
 
 
-def compare_markdown(table, keys, baseline, header: dict, notes: list[str], main_cols: list[str]) -> str:
+def family_line(size: int, family: str, definition: str) -> str:
+    """The sentence every tests table states above its rows: the Holm family exactly as the code grouped it."""
+    return f"Holm over {size} test{'s' if size != 1 else ''} within `{family}`: {definition}"
+
+
+def verdict_lines(sesoi_source: str) -> list[str]:
+    """The verdict legend shared by the reports (DESIGN.md, "How a study settles a question")."""
+    return [
+        "- verdict (per contrast, its own unadjusted intervals; analysis.verdicts): *gain* / *loss* = the 95 % CI lies "
+        "above / below 0; *equivalent* = TOST at alpha 0.05 passes (the 90 % CI inside ±δ); *inconclusive* = none "
+        "of these (never read as \"no effect\"); *undetermined* = fewer than 3 seeds or zero variance. A gain or "
+        "loss whose 90 % CI is also inside ±δ is reported as the sign, noted \"smaller than delta\"",
+        "- seeds needed (inconclusive only): a planning estimate, the total seeds at which the observed sd would give "
+        "a 95 % CI half-width of |estimate| (to exclude 0) or a 90 % half-width of δ − |estimate| (equivalence), "
+        "whichever is fewer; it assumes the estimate and sd hold, and stopping when a verdict appears needs an "
+        "alpha-spending correction",
+        f"- δ (smallest effect of interest): {sesoi_source}",
+    ]
+
+
+def compare_markdown(table, keys, baseline, header: dict, notes: list[str], main_cols: list[str],
+                     sesoi_source: str = "none declared: equivalence not tested") -> str:
     against = f"the baseline `{baseline}`" if baseline else "a baseline"
     lines = [f"# Study `{header['study']}`: variants against {against}", ""]
     if table.empty:
@@ -293,7 +320,8 @@ def compare_markdown(table, keys, baseline, header: dict, notes: list[str], main
     lines += [
         "- pairs: same cell (every key but the variant) and same seed; Δ = variant - baseline, final values",
         "- tests: paired t-test (scipy.stats.ttest_rel) and Wilcoxon signed-rank (scipy.stats.wilcoxon), two-sided;",
-        "  Holm correction across every test of the same metric (all cells, all variants); * : adjusted p < 0.05",
+        "  Holm correction within each metric's family, stated above its table; * : adjusted p < 0.05",
+        *verdict_lines(sesoi_source),
         "- with 3 seeds the smallest possible two-sided Wilcoxon p is 0.25: only the t-test can reach significance",
         "- full table (every compared metric, every column): compare.csv / compare.parquet",
         "",
@@ -310,7 +338,13 @@ def compare_markdown(table, keys, baseline, header: dict, notes: list[str], main
     for metric in shown:
         sub = table[(table["metric"] == metric) & (table["n_pairs"] > 0)]
         shown_table = compare_display(sub, keys).drop(columns="metric")
-        lines += [f"## {metric.removeprefix('final/')}", "", to_markdown(shown_table)]
+        fam = table[table["metric"] == metric]
+        size = int(fam["family_size"].iloc[0]) if "family_size" in fam and len(fam) else \
+            int(fam["p_ttest"].notna().sum())
+        lines += [f"## {metric.removeprefix('final/')}", "",
+                  family_line(size, metric.removeprefix("final/"), "every t-test of this metric in this comparison "
+                              f"({fam['variant'].nunique()} variant(s) against the baseline x every cell; rows "
+                              "without a test are left out)"), "", to_markdown(shown_table)]
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(lines)
@@ -365,4 +399,47 @@ def exchange_markdown(table, keys, header: dict, notes: list[str]) -> str:
         lines.append(to_markdown(disp))
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(lines)
+
+
+# -- verdict tables (analysis.boost, analysis.ablation) ------------------------------------------------------------
+
+
+def _ci_text(low, high) -> str:
+    return DASH if low is None or math.isnan(low) else f"[{low:+.3f}, {high:+.3f}]"
+
+
+def verdict_display(table: pd.DataFrame, key_cols: list[str]) -> pd.DataFrame:
+    """A verdict table's curated columns: keys, estimate [95 % CI], 90 % CI, n, δ, verdict, p, Holm p, seeds
+    needed, note (the CSV has every column)."""
+    out = pd.DataFrame(index=table.index)
+    for k in key_cols:
+        if k in table:
+            out[short_name(k) if "." in k else k] = table[k].map(fmt_key)
+    out["n"] = table["n"].astype(int).astype(str)
+    out["estimate [95 % CI]"] = [DASH if math.isnan(e) else f"{e:+.3f} {_ci_text(lo, hi)}".replace(f" {DASH}", "")
+                                 for e, lo, hi in zip(table["estimate"], table["ci95_low"], table["ci95_high"])]
+    out["90 % CI"] = [_ci_text(lo, hi) for lo, hi in zip(table["ci90_low"], table["ci90_high"])]
+    out["δ"] = table["sesoi"].map(lambda d: DASH if d is None or math.isnan(d) else f"{d:.3g}")
+    out["verdict"] = table["verdict"].astype(str)
+    out["p"] = table["p"].map(fmt_p)
+    out["Holm p"] = table["p_holm"].map(fmt_p)
+    out["seeds needed"] = table["seeds_needed"].map(lambda n: DASH if math.isnan(n) else str(int(n)))
+    out["note"] = table["note"].fillna("").astype(str)
+    return out.reset_index(drop=True)
+
+
+def verdict_markdown(table: pd.DataFrame, title: str, key_cols: list[str], family_definition: str,
+                     sesoi_source: str, notes: list[str] = ()) -> str:
+    """One section per Holm family, each opened by the sentence that states it ("Holm over N tests within ...")."""
+    lines = [f"# {title}", ""]
+    lines += [n if n.startswith("- ") else f"- {n}" for n in notes]
+    lines += verdict_lines(sesoi_source)
+    lines += ["- p: two-sided paired t-test of mean 0 (NaN where the verdict is undetermined); Holm p: adjusted "
+              "within the family stated above each table", ""]
+    if table.empty:
+        return "\n".join(lines + ["_(no rows)_", ""])
+    for family, sub in table.groupby("family", sort=False):
+        lines += [f"## {family}", "", family_line(int(sub["family_size"].iloc[0]), family, family_definition), "",
+                  to_markdown(verdict_display(sub, key_cols))]
     return "\n".join(lines)

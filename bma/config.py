@@ -138,6 +138,14 @@ class EvalConfig:
     # Labelled samples per class the label-budget probes see (acc/<probe>/k<K>), next to the full-label probes.
     # Few labels is where a better representation shows; 1/5/20 span one-shot to what ~10 min of labelling gives.
     label_budgets: tuple[int, ...] = (1, 5, 20)
+    # Independent class-balanced labelled draws each label-budget probe is fitted on; acc/<probe>/k<K> is their mean
+    # and acc_sd/<probe>/k<K> their spread. One draw made the labelled set a large part of a probe's variance
+    # across seeds; 8 is where the spread of the mean stopped shrinking on the boost cell (docs/results.md).
+    label_draws: int = 8
+    # Where the draws come from: "outside_pairs" (the train split outside validation and this regime's pairs:
+    # a probe whose labelled samples were the pairs measured the samples L_pair aligned, not the representation)
+    # or "anywhere" (the train split outside validation).
+    label_pool: str = "outside_pairs"
     test_sound_snr_db: float | None = None  # cross-domain: also evaluate on test clips with white noise at this SNR
     # cross-domain: another dataset's test split (classes matched by name to the training classes), probes scored
     # there as xdomain/image_<source>/... and xdomain/sound_<source>/...; e.g. imagefolder + a root
@@ -145,6 +153,9 @@ class EvalConfig:
     xdomain_image_root: str | None = None
     xdomain_sound_source: str | None = None
     xdomain_sound_root: str | None = None
+
+
+LABEL_POOLS = ("outside_pairs", "anywhere")  # eval.label_pool
 
 
 @dataclass(frozen=True)
@@ -229,17 +240,38 @@ VARIANT_IGNORES: dict[str, tuple[str, ...]] = {
 }
 
 
+def pool_sizes(cfg: "RegimeConfig") -> tuple[int, int, int]:
+    """(pairs, unpaired images, unpaired sounds) of a regime; null counts take the symmetric train_size meaning."""
+    pairs = cfg.pairs if cfg.pairs is not None else max(1, int(round(cfg.pairing_ratio * cfg.train_size)))
+    images = cfg.unpaired_images if cfg.unpaired_images is not None else cfg.train_size - pairs
+    sounds = cfg.unpaired_sounds if cfg.unpaired_sounds is not None else cfg.train_size - pairs
+    return pairs, max(images, 0), max(sounds, 0)
+
+
 def effective_config(cfg: "TrialConfig") -> "TrialConfig":
     """``cfg`` with the settings its variant does not read (VARIANT_IGNORES) reset to their defaults: two trials
-    with equal effective configurations compute the same thing."""
+    with equal effective configurations compute the same thing.
+
+    unimodal reads only the size of each modality's single-sample pool (pairs + unpaired): its pools are prefixes
+    of the seed's orders whatever the split into pairs, its batches are drawn in the pools' canonical order
+    (bma.trial_data.canonical_rows) and its labelled draws ignore pairs (bma.trial_data.label_pools), so its regime
+    is written canonically as one pair and the rest unpaired. Unimodal trials across pairing ratios at one training
+    size are then one trial, trained once. (Natively paired manifest data keeps its pairing_ratio x train_size.)"""
     ignored = VARIANT_IGNORES.get(cfg.model.variant, ())
     if not ignored:
         return cfg
     defaults = _DEFAULT_FLAT
     flat = cfg.to_flat()
-    if all(flat[k] == defaults[k] for k in ignored):
+    updates = {k: defaults[k] for k in ignored}
+    if cfg.model.variant == "unimodal" and "manifest" not in (cfg.data.image.source, cfg.data.sound.source):
+        pairs, images, sounds = pool_sizes(cfg.regime)
+        updates.update({"regime.pairs": 1, "regime.unpaired_images": pairs + images - 1,
+                        "regime.unpaired_sounds": pairs + sounds - 1,
+                        "regime.pairing_ratio": defaults["regime.pairing_ratio"],
+                        "regime.train_size": defaults["regime.train_size"]})
+    if all(flat[k] == v for k, v in updates.items()):
         return cfg
-    return TrialConfig.from_flat({**flat, **{k: defaults[k] for k in ignored}})
+    return TrialConfig.from_flat({**flat, **updates})
 
 
 # Short names a study grid uses; the dotted path is what MLflow records.
@@ -266,6 +298,7 @@ SHORT_NAMES: dict[str, str] = {
     "steps": "optim.steps",
     "round_steps": "optim.round_steps",
     "label_budgets": "eval.label_budgets",
+    "label_draws": "eval.label_draws",
     "test_sound_snr_db": "eval.test_sound_snr_db",
 }
 
@@ -389,6 +422,10 @@ def validate(cfg: TrialConfig) -> list[str]:
             p.append(f"eval.xdomain_{side}_root: set, but eval.xdomain_{side}_source is null")
     if not e.label_budgets or any(k < 1 for k in e.label_budgets) or len(set(e.label_budgets)) != len(e.label_budgets):
         p.append(f"eval.label_budgets: expected distinct labelled samples per class >= 1, got {list(e.label_budgets)}")
+    if not 1 <= e.label_draws <= 1000:
+        p.append(f"eval.label_draws: expected a number of labelled draws in 1..1000, got {e.label_draws}")
+    if e.label_pool not in LABEL_POOLS:
+        p.append(f"eval.label_pool: expected one of {LABEL_POOLS}, got {e.label_pool!r}")
     if f.image_size is not None and f.image_size < 8:
         p.append(f"features.image_size: expected null or >= 8 pixels, got {f.image_size}")
     low, high = SNR_DB_RANGE

@@ -8,7 +8,8 @@ Definitions (one name, one meaning; each family is registered with its direction
   class-matched pairs, so the class is the unit. ``retrieval/i2s_mem_r{1,5}``: the same in memory space (the
   recalled f_s,mem against the sounds' f_s). s2i mirrors both.
 - ``acc/<modality>_probe_<f|h>/k<K>``: the same probe fitted on K labelled samples per class only (the label
-  budget): the first K of each class in the seed's fixed order of the train split, the same for every regime.
+  budget), the mean over eval.label_draws class-balanced labelled draws (fixed per seed, nested in K within a draw,
+  outside the regime's pairs by default: bma.trial_data.label_pools); ``acc_sd/...`` is the sd across the draws.
 - ``xdomain/<domain>/acc/...``, ``xdomain/<domain>/assoc/s2i_acc``: probes fitted in the training domain, scored on
   another domain's test clips (a held-out speaker, noisy audio; see bma.data.domains).
 - ``assoc/i2s_acc``: does f_s,mem recalled from each test image carry the image's class? Read out by the nearest
@@ -91,12 +92,15 @@ def evaluate(model, split: dict, max_iter: int, device: torch.device) -> dict[st
                      for name, (x, yd) in split.get("image_domains", {}).items()}
     reps = ("f", "h") if model.has_memory else ("f",)
     m: dict[str, float] = {}
+    metrics = m
 
     def score(probe, x, y_true) -> float:
         return float((probe.predict(x) == y_true).mean())
 
-    def probes(side: str, train: dict, y_train: np.ndarray, suffix: str = "") -> None:
-        """Fit the f and h probes of one modality and score them in-domain and on every test domain."""
+    def probes(side: str, train: dict, y_train: np.ndarray, suffix: str = "", into: dict | None = None) -> None:
+        """Fit the f and h probes of one modality and score them in-domain and on every test domain (into ``m``,
+        or ``into``)."""
+        m = metrics if into is None else into
         key = "v" if side == "image" else "s"
         test, y_test = (img_te, y["y_img_test"]) if side == "image" else (snd_te, y["y_snd_test"])
         side_domains = domains if side == "sound" else image_domains
@@ -112,14 +116,23 @@ def evaluate(model, split: dict, max_iter: int, device: torch.device) -> dict[st
 
     probes("image", img_tr, y["y_img_train"])
     probes("sound", snd_tr, y["y_snd_train"])
-    # Label budgets: the same probes fitted on K labelled samples per class (acc/<probe>/k<K>).
+    # Label budgets: the same probes fitted on K labelled samples per class, once per labelled draw; the metric is
+    # the mean over draws (acc/<probe>/k<K>), the draws' sd its own metric (acc_sd/<probe>/k<K>).
     for side, tag in (("image", "img"), ("sound", "snd")):
         if f"x_{tag}_budget" not in split:
             continue
         emb = embed(model, split[f"x_{tag}_budget"], side, device)
         y_budget = split[f"y_{tag}_budget"].numpy()
-        for k, mask in split[f"{tag}_budget_masks"].items():
-            probes(side, {name: v[mask] for name, v in emb.items()}, y_budget[mask], suffix=f"/k{k}")
+        for k, masks in split[f"{tag}_budget_masks"].items():
+            per_draw: list[dict[str, float]] = []
+            for mask in masks:
+                m_draw: dict[str, float] = {}
+                probes(side, {name: v[mask] for name, v in emb.items()}, y_budget[mask], suffix=f"/k{k}", into=m_draw)
+                per_draw.append(m_draw)
+            for name in per_draw[0]:
+                values = np.array([d[name] for d in per_draw])
+                m[name] = float(values.mean())
+                m[name.replace("acc/", "acc_sd/", 1)] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
     if model.has_memory:
         m["assoc/i2s_acc"] = association_accuracy(snd_tr["f_s"], y["y_snd_train"], img_te["f_s_mem"], y["y_img_test"])

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import torchvision
 from entmax import entmax15, sparsemax
 
+from bma import rng
 from bma.config import ModelConfig
 
 
@@ -65,29 +66,42 @@ class BMAMemory(nn.Module):
     """Image and sound encoders, projection heads for L_pair, class heads for the supervised encoder objective,
     and the two slot memories M_v, M_s (n x d each); slot r of M_v belongs with slot r of M_s."""
 
-    def __init__(self, cfg: ModelConfig, image_channels: int, num_classes: int):
+    def __init__(self, cfg: ModelConfig, image_channels: int, num_classes: int, seed: int | None = None):
+        """``seed``: each module's initial weights come from its own generator of (seed, "init/<module>")
+        (bma.rng), so the encoders start the same in every variant and every memory size of a seed; None draws
+        them from torch's global generator in construction order."""
         super().__init__()
         self.cfg = cfg
         d, p = cfg.feature_dim, cfg.projection_dim
         w = cfg.encoder_width
-        self.image_encoder = ConvEncoder(image_channels, d, w) if cfg.image_encoder == "cnn" else resnet18_encoder(image_channels, d)
+
+        def init(name: str, build):
+            if seed is None:
+                return build()
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(rng.torch_seed(seed, f"init/{name}"))
+                return build()
+
+        self.image_encoder = init("image_encoder", lambda: ConvEncoder(image_channels, d, w) if cfg.image_encoder == "cnn"
+                                  else resnet18_encoder(image_channels, d))
         # Spectrograms (40 x 126 by default) are 6x the pixels of a digit: a strided first layer evens the cost.
-        self.sound_encoder = ConvEncoder(1, d, w, stride=2)
-        self.project_image = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, p))
-        self.project_sound = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, p))
-        self.classify_image = nn.Linear(d, num_classes)
-        self.classify_sound = nn.Linear(d, num_classes)
+        self.sound_encoder = init("sound_encoder", lambda: ConvEncoder(1, d, w, stride=2))
+        head = lambda: nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, p))  # noqa: E731
+        self.project_image = init("project_image", head)
+        self.project_sound = init("project_sound", head)
+        self.classify_image = init("classify_image", lambda: nn.Linear(d, num_classes))
+        self.classify_sound = init("classify_sound", lambda: nn.Linear(d, num_classes))
         # Heads of the label-free encoder objective (SimCLR-style), kept apart from the cross-modal projections.
-        self.ssl_image = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, p))
-        self.ssl_sound = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, p))
+        self.ssl_image = init("ssl_image", head)
+        self.ssl_sound = init("ssl_sound", head)
         self.has_memory = cfg.variant != "unimodal"
         # Slots start small and random: cosine addressing ignores their norm, recall starts near zero.
-        self.memory_image = nn.Parameter(0.1 * torch.randn(cfg.memory_slots, d))  # M_v
-        self.memory_sound = nn.Parameter(0.1 * torch.randn(cfg.memory_slots, d))  # M_s
+        self.memory_image = init("memory_image", lambda: nn.Parameter(0.1 * torch.randn(cfg.memory_slots, d)))  # M_v
+        self.memory_sound = init("memory_sound", lambda: nn.Parameter(0.1 * torch.randn(cfg.memory_slots, d)))  # M_s
         self.tau_m = cfg.tau_m  # set by the trainer each epoch when a schedule is configured
         # Critics of the information-maximising loss (loss.w_infomax): h (2d) and its targets meet in p dims.
-        self.infomax_image = nn.Linear(2 * d, p)
-        self.infomax_sound = nn.Linear(2 * d, p)
+        self.infomax_image = init("infomax_image", lambda: nn.Linear(2 * d, p))
+        self.infomax_sound = init("infomax_sound", lambda: nn.Linear(2 * d, p))
         # Running slot usage (mean address, EMA over steps) of each memory: what the reseed rule reads. Buffers,
         # so checkpoints carry them and a resumed trial re-seeds the same slots.
         self.register_buffer("usage_image", torch.full((cfg.memory_slots,), 1.0 / cfg.memory_slots))

@@ -9,7 +9,8 @@ training samples (paired and unpaired alike: unimodal labels and unpaired sample
 A step reads ``terms = loss(**model.forward_step(...), **targets)``: the model returns its named outputs, and the
 trial's objective (bma.losses.VariantLoss, built once from the config) sums them into the terms logged as loss/<name>
 and their total. Then evaluation, the information probes, and the ``on_epoch`` callback with a flat metrics dict and a handle that
-writes a checkpoint. Data order and augmentations come from generators seeded by (seed, epoch), and checkpoints
+writes a checkpoint. Data order, augmentations and initial weights come from generators of (seed, purpose[, epoch])
+(bma.rng: common random numbers, one stream per purpose), and checkpoints
 hold model, optimiser, RNG states and epoch, so a resumed trial continues exactly where it stopped.
 
 This module is the loop; what it runs on lives beside it: the trial's data and tensors (bma.trial_data), the
@@ -28,7 +29,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from bma import losses
+from bma import losses, rng
 from bma.losses import VariantLoss, build_loss
 from bma.augment import augment_spectrograms, shift_images
 from bma.checkpoint import CHECKPOINT_FILE, TrainState, load_checkpoint
@@ -94,7 +95,8 @@ def fit(
     regime = regime or make_regime(cfg, data)
     t = TrialTensors(cfg, data, regime, device)
 
-    model = BMAMemory(cfg.model, image_channels=data.image_train.x.shape[1], num_classes=regime.num_classes).to(device)
+    model = BMAMemory(cfg.model, image_channels=data.image_train.x.shape[1], num_classes=regime.num_classes,
+                      seed=cfg.regime.seed).to(device)
     loss = build_loss(cfg)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     controller = CycleLRControl(cfg, optimizer) if cfg.optim.lr_control == "cycle_plateau" else None
@@ -139,9 +141,9 @@ def _final(history: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def _stream(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
+def _stream(gen: np.random.Generator, n: int, length: int) -> np.ndarray:
     """Indices 0..n-1 in fresh permutations laid end to end, at least ``length`` long (one permutation if n >= length)."""
-    return np.concatenate([rng.permutation(n) for _ in range(max(1, -(-length // n)))])
+    return np.concatenate([gen.permutation(n) for _ in range(max(1, -(-length // n)))])
 
 
 def _train_epoch(cfg: TrialConfig, model: BMAMemory, loss: VariantLoss, optimizer, t: TrialTensors, epoch: int,
@@ -152,8 +154,11 @@ def _train_epoch(cfg: TrialConfig, model: BMAMemory, loss: VariantLoss, optimize
     the pools were set apart."""
     model.train()
     model.tau_m = tau_m_at(cfg, epoch)
-    rng = np.random.default_rng([cfg.regime.seed, epoch])
-    aug = torch.Generator().manual_seed(cfg.regime.seed * 1_000_003 + epoch)
+    # Common random numbers (bma.rng): each stream has its own generator of (seed, purpose, epoch), so one
+    # modality's batches and views are the same whatever the other modality's pool size or the pairing ratio.
+    seed = cfg.regime.seed
+    aug_img, aug_snd = rng.torch_generator(seed, "augment/image", epoch), rng.torch_generator(seed, "augment/sound", epoch)
+    aug_reseed = rng.torch_generator(seed, "memory/reseed", epoch)
     b = cfg.optim.batch_size
     n_img, n_snd = len(t.x_img), len(t.x_snd)
     # A pool smaller than a batch (50 pairs and no unpaired images) gives batches of the whole pool, never a
@@ -165,9 +170,13 @@ def _train_epoch(cfg: TrialConfig, model: BMAMemory, loss: VariantLoss, optimize
         # epoch mode: the larger pool once, in one permutation (its last batch may be short); else enough for steps
         return n if cfg.optim.steps is None and n == pool else max(pool if cfg.optim.steps is None else 0, steps * batch)
 
-    img_perm, snd_perm = _stream(rng, n_img, length(n_img, b_img)), _stream(rng, n_snd, length(n_snd, b_snd))
+    # Permutations of positions in the pool's canonical order (TrialTensors.img_canonical): the same samples in the
+    # same order whenever the pool holds the same samples, whichever of them are pairs.
+    img_perm = t.img_canonical[_stream(rng.numpy_rng(seed, "order/image", epoch), n_img, length(n_img, b_img))]
+    snd_perm = t.snd_canonical[_stream(rng.numpy_rng(seed, "order/sound", epoch), n_snd, length(n_snd, b_snd))]
     pair_b = min(b, t.n_pairs)
-    pair_perm = np.concatenate([rng.permutation(t.n_pairs) for _ in range(-(-steps * pair_b // t.n_pairs))])
+    pair_rng = rng.numpy_rng(seed, "order/pairs", epoch)
+    pair_perm = np.concatenate([pair_rng.permutation(t.n_pairs) for _ in range(-(-steps * pair_b // t.n_pairs))])
     sums: dict[str, float] = {}
     reseeded = 0
     t0 = time.perf_counter()
@@ -177,10 +186,9 @@ def _train_epoch(cfg: TrialConfig, model: BMAMemory, loss: VariantLoss, optimize
         xv, xs = t.x_img[ii], t.x_snd[si]
         targets = {"y_v": t.y_img[ii] if t.reads_labels else None, "y_s": t.y_snd[si] if t.reads_labels else None}
         if cfg.regime.expand_sounds:
-            xs = augment_spectrograms(xs, aug)
-        # the second views, drawn from `aug` after the sound expansion and before anything else (reseeding): the
-        # order a resumed trial, and a recorded one rerun, replays them in
-        views = {"x_v2": shift_images(xv, aug), "x_s2": augment_spectrograms(xs, aug)} if loss.needs_views else {}
+            xs = augment_spectrograms(xs, aug_snd)
+        # the second views: each modality's from its own generator (after the sound expansion on the sound side)
+        views = {"x_v2": shift_images(xv, aug_img), "x_s2": augment_spectrograms(xs, aug_snd)} if loss.needs_views else {}
         k = 0
         if loss.uses_pairs:
             pi = torch.as_tensor(pair_perm[step * pair_b : (step + 1) * pair_b], device=device)
@@ -204,7 +212,7 @@ def _train_epoch(cfg: TrialConfig, model: BMAMemory, loss: VariantLoss, optimize
             every = cfg.model.slot_reseed_every
             if every and (global_step + step + 1) % every == 0:
                 revived = model.reseed_dead_slots(pairs["f_v"].detach(), pairs["f_s"].detach(),
-                                                  cfg.model.slot_dead_usage, aug)
+                                                  cfg.model.slot_dead_usage, aug_reseed)
                 _reset_adam_rows(optimizer, (model.memory_image, model.memory_sound), revived)
                 reseeded += len(revived)
         for name, v in terms.items():

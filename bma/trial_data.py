@@ -99,7 +99,7 @@ def sound_labels(cfg: TrialConfig, data: TrialData, split: str) -> np.ndarray:
 
 def make_regime(cfg: TrialConfig, data: TrialData) -> Regime:
     cm = data.classmap
-    return build_regime(
+    regime = build_regime(
         cfg.regime,
         common_labels(data.image_train, cm.image_to_common),
         sound_labels(cfg, data, "train"),
@@ -111,6 +111,20 @@ def make_regime(cfg: TrialConfig, data: TrialData) -> Regime:
         image_source=cfg.data.image.source,
         sound_source=cfg.data.sound.source,
     )
+    check_label_budgets(cfg, regime, {"img": common_labels(data.image_train, cm.image_to_common),
+                                      "snd": common_labels(data.sound_train, cm.sound_to_common)},
+                        {"img": cfg.data.image.source, "snd": cfg.data.sound.source})
+    return regime
+
+
+def canonical_rows(rows: np.ndarray, order: np.ndarray | None) -> np.ndarray:
+    """Positions 0..len(rows)-1 of ``rows`` (sample indices) sorted by each sample's rank in ``order`` (stable, so
+    a clip repeated by sound expansion keeps its occurrences in row order); the identity without an order."""
+    if order is None:
+        return np.arange(len(rows))
+    rank = np.full(int(max(order.max(initial=-1), rows.max(initial=-1))) + 1, len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return np.argsort(rank[rows], kind="stable")
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -165,6 +179,11 @@ class TrialTensors:
         n_pairs = len(regime.pair_image)
         # Pairs are the first n_pairs rows of the training tensors (train_image/train_sound start with the pairs).
         self.n_pairs = n_pairs
+        # The rows in the pool's canonical order (the seed's order of the split): the single-sample batches are
+        # drawn as positions in it, so two trials whose pool holds the same samples draw the same batches, whichever
+        # of the samples are pairs (common random numbers across pairing ratios).
+        self.img_canonical = canonical_rows(regime.train_image, regime.label_order_image)
+        self.snd_canonical = canonical_rows(regime.train_sound, regime.label_order_sound)
         self.val = (
             images(data.image_train.x, "train", regime.val_image).to(device),
             data.sound_train.x[idx(regime.val_sound)].to(device),
@@ -190,27 +209,69 @@ class TrialTensors:
             self.eval_split[target][name] = (x, torch.as_tensor(y)[keep])
 
 
-def _budget_sets(cfg: TrialConfig, regime: Regime, data: TrialData, y_img, y_snd, images) -> dict:
-    """The labelled sets of the label-budget probes: the first K per class of the seed's fixed order (nested in K).
-    Returns the largest budget's samples and, per K, a mask selecting the K-budget rows among them."""
-    from bma.data.regimes import budget_subset
+def label_pools(cfg: TrialConfig, regime: Regime) -> dict[str, np.ndarray]:
+    """Where each modality's labelled draws come from (eval.label_pool): the seed's order of the train split outside
+    validation, less this regime's pairs with "outside_pairs" in a variant that trains on pairs (unimodal has none:
+    to it a pair is one more single sample, and its draws then do not depend on the pairing ratio).
+    {"img": indices, "snd": indices}."""
+    out = {}
+    for side, order, pairs in (("img", regime.label_order_image, regime.pair_image),
+                               ("snd", regime.label_order_sound, regime.pair_sound)):
+        if order is None:  # natively paired data: no separate order; the draws use the training rows
+            order = regime.train_image if side == "img" else regime.train_sound
+        order = np.unique(order)  # expanded sound pools repeat clips: a clip is one candidate
+        if cfg.eval.label_pool == "outside_pairs" and cfg.model.variant != "unimodal":
+            order = order[~np.isin(order, pairs)]
+        out[side] = order
+    return out
+
+
+def check_label_budgets(cfg: TrialConfig, regime: Regime, labels: dict[str, np.ndarray],
+                        sources: dict[str, str]) -> None:
+    """A budget larger than a class holds would be capped without a word (k250 = k300 = k1000): refuse it, naming
+    the class and what it holds. ``labels``: common-space labels of each side's train split."""
+    from bma.data.regimes import RegimeError
 
     k_max = max(cfg.eval.label_budgets)
+    for side, pool in label_pools(cfg, regime).items():
+        y = labels[side][pool]
+        counts = np.bincount(y[y >= 0], minlength=regime.num_classes)
+        smallest = int(counts.min())
+        if k_max > smallest:
+            where = ("outside validation and this regime's pairs"
+                     if cfg.eval.label_pool == "outside_pairs" and cfg.model.variant != "unimodal"
+                     else "outside validation")
+            raise RegimeError(
+                f"eval.label_budgets: {k_max} labelled samples per class requested, but class {int(counts.argmin())} "
+                f"of {sources[side]}'s train {'images' if side == 'img' else 'sounds'} has {smallest} {where} "
+                f"(expected budgets <= {smallest})")
+
+
+def _budget_sets(cfg: TrialConfig, regime: Regime, data: TrialData, y_img, y_snd, images) -> dict:
+    """The labelled sets of the label-budget probes: eval.label_draws class-balanced draws of the largest budget
+    per class (bma.data.regimes.label_draws), nested in K within a draw and fixed per seed. Returns the union of
+    the draws' samples (embedded once) and, per K, one mask per draw selecting that draw's K-budget rows."""
+    from bma.data.regimes import label_draws
+
+    k_max = max(cfg.eval.label_budgets)
+    pools = label_pools(cfg, regime)
     out = {}
-    for side, order, y, x in (("img", regime.label_order_image, y_img, data.image_train.x),
-                              ("snd", regime.label_order_sound, y_snd, data.sound_train.x)):
-        if order is None:  # natively paired data: no separate order; the budgets use the training rows
-            order = regime.train_image if side == "img" else regime.train_sound
-        chosen = budget_subset(order, y.numpy(), k_max)
-        labels = y[torch.as_tensor(chosen, dtype=torch.long)]
-        rank = np.zeros(len(chosen), dtype=np.int64)  # position of each sample within its class
-        seen: dict[int, int] = {}
-        for i, c in enumerate(labels.tolist()):
-            rank[i] = seen.get(c, 0)
-            seen[c] = rank[i] + 1
-        out[f"x_{side}_budget"] = images(x, "train", chosen) if side == "img" else x[torch.as_tensor(chosen, dtype=torch.long)]
-        out[f"y_{side}_budget"] = labels
-        out[f"{side}_budget_masks"] = {k: rank < k for k in cfg.eval.label_budgets}
+    for side, y, x in (("img", y_img, data.image_train.x), ("snd", y_snd, data.sound_train.x)):
+        draws = label_draws(pools[side], y.numpy(), k_max, cfg.eval.label_draws, cfg.regime.seed,
+                            "image" if side == "img" else "sound")
+        chosen = np.unique(np.concatenate([d.indices for d in draws]))
+        row = {int(i): n for n, i in enumerate(chosen)}
+        masks: dict[int, list[np.ndarray]] = {}
+        for k in cfg.eval.label_budgets:
+            masks[k] = []
+            for d in draws:
+                mask = np.zeros(len(chosen), dtype=bool)
+                mask[[row[int(i)] for i in d.indices[d.rank < k]]] = True
+                masks[k].append(mask)
+        index = torch.as_tensor(chosen, dtype=torch.long)
+        out[f"x_{side}_budget"] = images(x, "train", chosen) if side == "img" else x[index]
+        out[f"y_{side}_budget"] = y[index]
+        out[f"{side}_budget_masks"] = masks
     return out
 
 

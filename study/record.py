@@ -193,7 +193,10 @@ METRICS: tuple[MetricFamily, ...] = (
     _F("loss/variance", "loss", "min", "train", "round", BMA_ONLY, "switch loss.w_variance"),
     _F("loss/infomax", "loss", "min", "train", "round", BMA_ONLY, "switch loss.w_infomax"),
     _F("loss/slot_decorrelation", "loss", "min", "train", "round", _MEM, "switch loss.w_slot_decorrelation"),
-    _F("acc/*_probe_[fh]*", "probe", "max", "test", "eval", _ALL, "linear-probe accuracy (acc/<probe>/k<K>: K labels per class)"),
+    _F("acc/*_probe_[fh]*", "probe", "max", "test", "eval", _ALL, "linear-probe accuracy (acc/<probe>/k<K>: K labels "
+       "per class, the mean over eval.label_draws labelled draws)"),
+    _F("acc_sd/*_probe_[fh]*", "probe", None, "test", "eval", _ALL, "sd of a label-budget probe's accuracy across its "
+       "labelled draws (acc_sd/<probe>/k<K>; 0 with one draw)"),
     _F("retrieval/*_mem_r[0-9]*", "retrieval", "max", "test", "eval", _MEM, "class-level recall@K in memory space"),
     _F("retrieval/*_r[0-9]*", "retrieval", "max", "test", "eval", _ALL, "class-level recall@K in the contrastive space"),
     _F("assoc/*_acc", "association", "max", "test", "eval", _MEM, "class agreement of the switched recall"),

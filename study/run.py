@@ -359,7 +359,12 @@ def open_store(spec: StudySpec, name: str, fingerprint: str, tracking_uri: str, 
     client = MlflowClient(tracking_uri)
     experiment_id = ensure_experiment(client, name, tracking_uri)
     spec_text = Path(spec.source_path).read_text() if Path(spec.source_path).is_file() else ""
-    return experiment_id, ensure_parent_run(client, experiment_id, name, fingerprint, spec_text, spec.axes)
+    parent = ensure_parent_run(client, experiment_id, name, fingerprint, spec_text, spec.axes)
+    if spec.sesoi:  # declared before the study runs: the reports' verdicts read it (analysis.collect.study_sesoi)
+        import json
+
+        client.set_tag(parent, R.SESOI, json.dumps(spec.sesoi, sort_keys=True))
+    return experiment_id, parent
 
 
 def data_refused(spec_path: str, problems: list[str]) -> int:
@@ -367,9 +372,22 @@ def data_refused(spec_path: str, problems: list[str]) -> int:
     return EXIT_BAD_INPUT
 
 
+def precision_experiment(name: str, round_index: int) -> str:
+    """The Tune experiment of a study's precision round (study.precision): beside the study's own."""
+    return f"{name}.precision-{round_index}"
+
+
 def set_aside(storage: str, name: str, fresh: bool) -> str | None:
-    """--fresh: move the earlier Tune results aside (a folder or any --storage URI); the problem, or None."""
-    return results_store.set_aside(storage, name) if fresh else None
+    """--fresh: move the earlier Tune results aside (a folder or any --storage URI), the precision rounds' too;
+    the problem, or None."""
+    if not fresh:
+        return None
+    problem = results_store.set_aside(storage, name)
+    round_index = 1
+    while problem is None and results_store.saved_state_exists(storage, precision_experiment(name, round_index)):
+        problem = results_store.set_aside(storage, precision_experiment(name, round_index))
+        round_index += 1
+    return problem
 
 
 def study_line(spec: StudySpec, name: str, distinct) -> str:
@@ -496,7 +514,6 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
     opened: list[str] = []  # the parent run, once the store is open: any failure of the driver ends it FAILED
     if isinstance(store, tuple):
         opened.append(store[1])
-    hard_stop = False
     try:
         # Checked before anything is written: a refused study leaves no MLflow store or run behind.
         resources = {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]}
@@ -536,35 +553,50 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
         total = len(distinct) if distinct is not None else spec.n_trials
         metric, mode = progress_metric(spec, args)
         progress = StudyProgress(total=total, metric=metric, live=sys.stdout.isatty(), mode=mode)
-        run_config = tune.RunConfig(
-            name=name,
-            storage_path=storage,
-            failure_config=tune.FailureConfig(max_failures=spec.max_failures, fail_fast=False),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[progress],
-            verbose=2 if args.verbose else 0,
-        )
-        path = results_store.experiment_path(storage, name)  # a URI keeps its query (endpoint_override=...) last
-        if tune.Tuner.can_restore(path):
-            print(f"resuming study {name} from {results_store.shown(path)}")
-            tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True, param_space=param_space)
-        else:
-            tuner = tune.Tuner(
-                trainable,
-                param_space=param_space,
-                tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=spec.max_concurrent_trials,
-                                            **search_keywords),
-                run_config=run_config,
+
+        def fit_experiment(experiment: str, space: dict, keywords: dict, callback) -> list:
+            """One Ray Tune experiment of this study (restored when its state exists): its results."""
+            run_config = tune.RunConfig(
+                name=experiment,
+                storage_path=storage,
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures, fail_fast=False),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                callbacks=[callback],
+                verbose=2 if args.verbose else 0,
             )
+            path = results_store.experiment_path(storage, experiment)  # a URI keeps its query last
+            if tune.Tuner.can_restore(path):
+                print(f"resuming study {experiment} from {results_store.shown(path)}")
+                tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                           param_space=space)
+            else:
+                tuner = tune.Tuner(
+                    trainable,
+                    param_space=space,
+                    tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=spec.max_concurrent_trials,
+                                                **keywords),
+                    run_config=run_config,
+                )
+            results = list(tuner.fit())
+            if getattr(callback, "interrupted", None) is not None:  # Ctrl-C (StudyProgress saw the signal)
+                raise StudyInterrupted(callback.interrupted, results)
+            return results
+
         try:
             results_store.write_fingerprint(storage, name, fingerprint)
         except StorageError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        cut = None
         try:
-            results = tuner.fit()
+            results = fit_experiment(name, param_space, search_keywords, progress)
+            if spec.precision is not None:
+                results = precision_rounds(spec, name, results, fit_experiment, client, parent_run_id, grid_space,
+                                           StudyProgress, metric, mode)
+        except StudyInterrupted as stop:  # Ctrl-C: Tune saved its state and stopped (study/progress.py)
+            cut = stop
         except KeyboardInterrupt:  # a second Ctrl-C: Tune stops without its last save (it saves every few s)
-            results, hard_stop = None, True
+            cut = StudyInterrupted({}, None)
     except BaseException as exc:
         ray.shutdown()
         end = R.MLFLOW_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else "FAILED"
@@ -577,12 +609,12 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
     finally:
         ray.shutdown()  # the trials' processes are gone: nothing writes to their runs after this
 
-    if hard_stop or progress.interrupted is not None:
+    if cut is not None:
         # Tune saved its state with these trials unfinished, then marked them TERMINATED: the statuses at the
         # signal are the true ones
-        states = progress.interrupted or {}
-        if spec.search is not None and spec.search["scheduler"] and results is not None:
-            stopped = {r.metrics.get("trial_id"): r.metrics for r in results
+        states = cut.states
+        if spec.search is not None and spec.search["scheduler"] and cut.results:
+            stopped = {r.metrics.get("trial_id"): r.metrics for r in cut.results
                        if r.error is None and r.metrics and states.get(r.metrics.get("trial_id")) == "TERMINATED"}
             mark_stopped_early(tracking_uri, experiment_id, parent_run_id, stopped)  # before the signal
         return interrupted(name, total, states, tracking_uri, experiment_id, parent_run_id, client, progress)
@@ -606,6 +638,14 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
         print(f"  browse:  mlflow ui --backend-store-uri {tracking_uri}")
     print(f"  tables:  python -m analysis export --study {name} --tracking-uri {tracking_uri}")
     return EXIT_TRIALS_FAILED if failed else EXIT_OK
+
+
+class StudyInterrupted(Exception):
+    """Ctrl-C during a Tune experiment of the study: Tune's status of each trial at the signal, and its results."""
+
+    def __init__(self, states: dict[str, str], results: list | None):
+        super().__init__("interrupted")
+        self.states, self.results = states, results
 
 
 def resume_command() -> str:
@@ -633,6 +673,76 @@ def interrupted(name, total, states, tracking_uri, experiment_id, parent_run_id,
           "checkpoints)")
     print(f"\nMLflow store: {tracking_uri}   experiment: {name}")
     return EXIT_INTERRUPTED
+
+
+def precision_rounds(spec: StudySpec, name: str, results: list, fit_experiment, client, parent_run_id: str,
+                     space_of, progress_class, metric: str, mode: str | None) -> list:
+    """The precision rounds (study.precision): after the grid's seeds, add seeds to the cells of the contrasts
+    still open, one Tune experiment per round (``<study>.precision-<k>``), until every contrast is settled or at
+    its cap. Each round's decision is recorded on the parent run (tags R.PRECISION + contrast, metrics
+    precision/<contrast>/half_width by round) and printed. Returns the results of every round."""
+    from mlflow.entities import RunTag
+
+    from study import precision as P
+    from study.spec import _canonical_value
+    from trainables.bma_trainable import trial_config
+    from trainables.tracking import retry
+
+    axes = [p for p in spec.grid if p != P.SEED_PATH] + ([R.ARM] if spec.arms else [])
+    contrasts = P.expand(spec.precision, spec.grid, spec.arms, _canonical_value)
+    metrics = sorted({c.metric for c in contrasts})
+    initial = len(spec.grid[P.SEED_PATH])
+    seeds_done = sorted(int(s) for s in spec.grid[P.SEED_PATH])
+    everything = list(results)
+    round_index = 0
+    while True:
+        table = precision_table(everything, spec, axes, metrics, trial_config)
+        statuses = P.decide(contrasts, table, spec.precision, spec.sesoi, initial)
+        retry(lambda: client.log_batch(parent_run_id, tags=[
+            RunTag(k, v) for k, v in P.records(statuses, round_index).items()]))
+        for status in statuses:
+            width = P.half_width(status.result)
+            if width != float("inf"):
+                retry(lambda: client.log_metric(parent_run_id, f"precision/{P.tag_name(status.contrast.name)}"
+                                                f"/half_width", width, step=round_index))
+        print(f"\nprecision, round {round_index} ({len(seeds_done)} seeds):")
+        for status in statuses:
+            print(f"  {status.line()}")
+        cells, seeds = P.next_round(statuses, seeds_done, spec.precision)
+        if not seeds:
+            return everything
+        round_index += 1
+        distinct = spec.distinct_trials_of(P.round_points(cells, seeds, spec.grid))
+        print(f"precision round {round_index}: seeds {seeds[0]}..{seeds[-1]} for {len(cells)} cells "
+              f"({len(distinct)} distinct trials)")
+        progress = progress_class(total=len(distinct), metric=metric, live=sys.stdout.isatty(), mode=mode)
+        everything += fit_experiment(precision_experiment(name, round_index), space_of(spec, distinct), {}, progress)
+        progress.close()
+        seeds_done += seeds
+
+
+def precision_table(results: list, spec: StudySpec, axes: list[str], metrics: list[str], trial_config) -> dict:
+    """{(metric, cell key, seed): value} from Tune's results: each finished trial in every cell it stands for."""
+    from study import precision as P
+    from study.spec import ARM_CELL
+
+    table = {}
+    for r in results:
+        if r.error is not None or not r.metrics or not r.config:
+            continue
+        cfg, arm, cells = trial_config(r.config, spec.base)
+        flat = cfg.to_flat()
+        arm_name = arm.get("name") if arm else None
+        for member in cells or [{}]:
+            cell = {**flat, **{k: v for k, v in member.items() if k != ARM_CELL}}
+            if spec.arms:
+                cell[R.ARM] = member.get(ARM_CELL, arm_name)
+            key = P.cell_key(cell, axes)
+            for m in metrics:
+                value = r.metrics.get(m)
+                if isinstance(value, (int, float)) and value == value:
+                    table[(m, key, int(cell[P.SEED_PATH]))] = float(value)
+    return table
 
 
 def exit_now(code: int) -> None:

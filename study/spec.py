@@ -32,7 +32,8 @@ from study import record as R
 
 TOP_LEVEL = {"name", "description", "data", "grid", "trial", "arms", "resources", "max_concurrent_trials", "max_failures",
              "trial_plots",
-             "smoke", "search"}
+             "smoke", "search", "analysis", "precision"}
+ANALYSIS_KEYS = {"sesoi"}
 # search: the hyperparameter side of the engine (Ray Tune's own searchers and schedulers)
 SEARCH_KEYS = {"algorithm", "num_samples", "metric", "mode", "scheduler", "space", "seed", "grace_period",
                "reduction_factor"}
@@ -84,6 +85,11 @@ class StudySpec:
     # each trial also draws curves.png (its losses and probes over rounds; ~0.5 s of matplotlib per trial): off by
     # default, since MLflow's UI draws the same curves from the logged metrics. Not part of the fingerprint.
     trial_plots: bool = False
+    # analysis.sesoi: the smallest effect of interest per metric glob, declared before the study runs; recorded on
+    # the parent run (R.SESOI), read by the reports' verdicts and by the precision rounds
+    sesoi: dict[str, float] = field(default_factory=dict)
+    # precision: the contrasts whose cells get more seeds until they are known (study.precision.PrecisionPlan)
+    precision: Any = None
 
     @property
     def n_trials(self) -> int:
@@ -114,8 +120,13 @@ class StudySpec:
     def distinct_trials(self) -> list["DistinctTrial"]:
         """The grid's points grouped by effective configuration (bma.config.effective_config): each group is one
         computation, trained once and counted in every cell of its members."""
+        return self.distinct_trials_of(self.grid_points())
+
+    def distinct_trials_of(self, points: list[tuple[str | None, dict[str, Any]]]) -> list["DistinctTrial"]:
+        """distinct_trials of any (arm, grid point) list, e.g. a precision round's cells x its new seeds."""
         groups: dict[TrialConfig, DistinctTrial] = {}
-        for (arm, point), flat in zip(self.grid_points(), self.trial_flats()):
+        for arm, point in points:
+            flat = {**self.base, **(self.arms.get(arm, {}) if arm is not None else {}), **point}
             cfg = TrialConfig.from_flat(flat)
             eff = effective_config(cfg)
             group = groups.get(eff)
@@ -138,6 +149,10 @@ class StudySpec:
             content["arms"] = self.arms
         if self.search is not None:  # likewise for a search
             content["search"] = self.search
+        if self.sesoi:  # and for the declared effects and precision targets
+            content["sesoi"] = self.sesoi
+        if self.precision is not None:
+            content["precision"] = dataclasses.asdict(self.precision)
         blob = json.dumps(content, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -212,6 +227,41 @@ def _canonical(path: str, value: Any) -> Any:
         return TrialConfig.from_flat({path: value}).to_flat()[path]
     except (ConfigError, TypeError, ValueError, OverflowError):
         return ("raw", _show(value))
+
+
+def _canonical_value(path: str, value: Any) -> Any:
+    """The value a trial sees, or the value as written when it is not valid (reported elsewhere)."""
+    canon = _canonical(path, value)
+    return value if isinstance(canon, tuple) and canon[:1] == ("raw",) else canon
+
+
+def _parse_analysis(raw: Any, problems: list[str]) -> dict[str, float]:
+    """The spec's ``analysis:`` block: ``sesoi: {metric glob: delta}`` (or one number, for acc/*)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.append(f"analysis: expected a mapping like {{sesoi: {{'acc/*': 0.02}}}}, got {_show(raw)}")
+        return {}
+    for key in sorted(set(raw) - ANALYSIS_KEYS, key=str):
+        problems.append(f"analysis.{key}: unknown key (expected one of {sorted(ANALYSIS_KEYS)})")
+    from analysis.verdicts import parse_sesoi
+
+    value = raw.get("sesoi")
+    if value is None:
+        return {}
+    if isinstance(value, bool) or not isinstance(value, (dict, int, float)):
+        problems.append(f"analysis.sesoi: expected a number (for acc/*) or a mapping of metric glob -> delta, "
+                        f"got {_show(value)}")
+        return {}
+    try:
+        sesoi = parse_sesoi(value if isinstance(value, dict) else str(value))
+    except ValueError as exc:
+        problems.append(f"analysis.sesoi: {exc}")
+        return {}
+    for glob in sesoi:
+        if not any(R.metric_family(name) for name in (glob, glob.replace("*", "x"))) and "*" not in glob:
+            problems.append(f"analysis.sesoi: {glob!r} names no metric the trials report (study/record.py METRICS)")
+    return sesoi
 
 
 def _hashable(value: Any) -> Any:
@@ -537,6 +587,11 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
         smoke_labels[f"smoke:{path}"] = f"smoke.{key}"
 
     search = _parse_search(raw.get("search"), grid, arms, base, settable, problems, labels)
+    sesoi = _parse_analysis(raw.get("analysis"), problems)
+    from study.precision import parse_precision
+
+    precision = parse_precision(raw.get("precision"), grid, arms, search is not None, _canonical_value, _path_of,
+                                _show, problems)
 
     # -- every trial must make a valid TrialConfig ----------------------------------------------------------------
     spec = StudySpec(
@@ -553,6 +608,8 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
         arms=arms,
         search=search,
         trial_plots=trial_plots is True,
+        sesoi=sesoi,
+        precision=precision,
     )
     problems.extend(_xdomain_root_problems(spec))
     if search is not None and not problems:
@@ -885,6 +942,24 @@ SMOKE_DEFAULTS: dict[str, Any] = {"optim.epochs": 1, "eval.info_samples": 300, "
                                   "regime.val_per_class": 5}
 
 
+SMOKE_PRECISION_SEEDS = 2  # --smoke: one added round of at most this many seeds
+
+
+def _smoke_precision(plan, grid: dict[str, list], arms: dict):
+    """A precision plan for the shrunk grid: the contrasts whose cells the smoke grid still holds, and one round
+    of at most SMOKE_PRECISION_SEEDS added seeds (the loop runs end to end, in seconds)."""
+    if plan is None or "regime.seed" not in grid:
+        return None
+    axes = [p for p in grid if p != "regime.seed"] + ([R.ARM] if arms else [])
+    values = {p: list(arms) if p == R.ARM else [_canonical_value(p, v) for v in grid[p]] for p in axes}
+    kept = tuple(c for c in plan.contrasts
+                 if all(p in values and v in values[p] for cell in (c.a, c.b) for p, v in cell.items()))
+    if not kept:
+        return None
+    spr = min(plan.seeds_per_round, SMOKE_PRECISION_SEEDS)
+    return dataclasses.replace(plan, contrasts=kept, seeds_per_round=spr, max_seeds=len(grid["regime.seed"]) + spr)
+
+
 def shrink_for_smoke(spec: StudySpec) -> StudySpec:
     """Seconds-long version of any spec: one epoch, small train sizes (distinct, in the same relative order as the
     original), few information samples. A spec's own ``smoke:`` block overrides these defaults. A swept setting
@@ -908,7 +983,7 @@ def shrink_for_smoke(spec: StudySpec) -> StudySpec:
         search = {**search, "space": space, "num_samples": min(search["num_samples"], SMOKE_SAMPLES)}
     shrunk = StudySpec(spec.name, base, grid, spec.resources, spec.max_concurrent_trials, spec.max_failures,
                        spec.description, spec.source_path, spec.smoke, spec.labels, spec.arms, search,
-                       spec.trial_plots)
+                       spec.trial_plots, spec.sesoi, _smoke_precision(spec.precision, grid, spec.arms))
     problems = _trial_problems(shrunk, smoke=True)
     if problems:
         raise SpecError(spec.source_path or "<spec>", [f"{p} (with --smoke)" for p in problems])

@@ -207,6 +207,17 @@ def _aside_name(fs, path: str, name: str) -> str:
     return candidate
 
 
+def saved_state_exists(storage: str, name: str) -> bool:
+    """Whether Tune results of experiment ``name`` exist under ``storage`` (a folder or any URI)."""
+    import pyarrow.fs
+
+    try:
+        fs, path = study_location(storage, name)
+        return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+    except (StorageError, OSError):
+        return False
+
+
 def set_aside(storage: str, name: str, say=print) -> str | None:
     """--fresh: move the study's earlier results to ``NAME.old-YYYYmmdd-HHMMSS`` beside its folder and ``say``
     where; the problem (a line starting ``--fresh:``), or None (also when there was nothing to move). Locally a

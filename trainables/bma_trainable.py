@@ -99,7 +99,11 @@ def trial_config(tune_config: dict, base: dict) -> tuple[TrialConfig, dict, list
     arm = point.get(ARM_KEY) or {}
     settings = {k: v for k, v in point.items() if k not in (ARM_KEY, CELLS_KEY)}
     cfg = TrialConfig.from_flat({**base, **arm.get("settings", {}), **settings})
-    return effective_config(cfg), arm, point.get(CELLS_KEY)
+    eff, cells = effective_config(cfg), point.get(CELLS_KEY)
+    if cells is None and eff != cfg:  # a search's trial: its own cell, in the settings the trained config rewrote
+        flat, trained = cfg.to_flat(), eff.to_flat()
+        cells = [{k: v for k, v in flat.items() if v != trained.get(k)}]
+    return eff, arm, cells
 
 
 def train_bma(tune_config: dict, study: StudyContext, data: dict[str, "TrialData | ray.ObjectRef"]) -> None:

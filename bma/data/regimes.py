@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bma.config import RegimeConfig
+from bma.config import RegimeConfig, pool_sizes  # noqa: F401 (pool_sizes: importers read it from here too)
 from bma.data.errors import DataError
+from bma.rng import numpy_rng
 
 
 class RegimeError(ValueError):
@@ -170,14 +171,15 @@ def build_regime(
     sound_source: str = "sound",
 ) -> Regime:
     """Labels are in the common label space (-1 = class not in the class map, never used)."""
-    rng = np.random.default_rng([cfg.seed, 0x5EED])
+    # One generator per order (bma.rng): the image order does not depend on the sound data, nor the reverse.
+    gen = lambda what: numpy_rng(cfg.seed, f"regime/{what}")  # noqa: E731
     native = image_keys is not None and sound_keys is not None
     if native:
         return _build_native(cfg, image_train_labels, sound_train_labels, image_test_labels, sound_test_labels,
-                             num_classes, image_keys, sound_keys, rng)
+                             num_classes, image_keys, sound_keys, gen("image_order"), gen("native_unpaired"))
 
-    img_order = interleaved_order(image_train_labels, num_classes, rng)
-    snd_order = interleaved_order(sound_train_labels, num_classes, rng)
+    img_order = interleaved_order(image_train_labels, num_classes, gen("image_order"))
+    snd_order = interleaved_order(sound_train_labels, num_classes, gen("sound_order"))
     _check_validation(cfg, image_train_labels, num_classes, image_source, "images")
     _check_validation(cfg, sound_train_labels, num_classes, sound_source, "sounds")
     # Validation: the first val_per_class of each class in the fixed order, removed before any regime is cut.
@@ -216,8 +218,8 @@ def build_regime(
         used[position[int(idx)].pop(0)] = True
     unpaired_sound = snd_stream[~used][:n_snd]
 
-    test_img_order = interleaved_order(image_test_labels, num_classes, rng)
-    test_snd_order = interleaved_order(sound_test_labels, num_classes, rng)
+    test_img_order = interleaved_order(image_test_labels, num_classes, gen("test_image_order"))
+    test_snd_order = interleaved_order(sound_test_labels, num_classes, gen("test_sound_order"))
     test_pair_image, test_pair_sound = match_by_class(test_img_order, image_test_labels, test_snd_order, sound_test_labels)
     return Regime(
         pair_image=pair_image,
@@ -236,7 +238,8 @@ def build_regime(
     )
 
 
-def _build_native(cfg, img_train_y, snd_train_y, img_test_y, snd_test_y, num_classes, image_keys, sound_keys, rng):
+def _build_native(cfg, img_train_y, snd_train_y, img_test_y, snd_test_y, num_classes, image_keys, sound_keys, rng,
+                  unpaired_rng):
     """Natively paired data (manifest rows): a pair is a row; unpaired samples are rows whose partner is hidden."""
     if cfg.pairs is not None or cfg.unpaired_images is not None or cfg.unpaired_sounds is not None:
         raise RegimeError("regime.pairs/unpaired_images/unpaired_sounds: natively paired (manifest) data takes "
@@ -260,7 +263,7 @@ def _build_native(cfg, img_train_y, snd_train_y, img_test_y, snd_test_y, num_cla
         pair_image=rows[:n_pairs],
         pair_sound=as_sound(rows[:n_pairs]),
         unpaired_image=rest,
-        unpaired_sound=as_sound(rng.permutation(rest)),
+        unpaired_sound=as_sound(unpaired_rng.permutation(rest)),
         val_image=order[val_mask],
         val_sound=as_sound(order[val_mask]),
         test_image=np.flatnonzero(img_test_y >= 0),
@@ -271,12 +274,39 @@ def _build_native(cfg, img_train_y, snd_train_y, img_test_y, snd_test_y, num_cla
     )
 
 
-def pool_sizes(cfg: RegimeConfig) -> tuple[int, int, int]:
-    """(pairs, unpaired images, unpaired sounds) of a regime; null counts take the symmetric train_size meaning."""
-    pairs = cfg.pairs if cfg.pairs is not None else max(1, int(round(cfg.pairing_ratio * cfg.train_size)))
-    images = cfg.unpaired_images if cfg.unpaired_images is not None else cfg.train_size - pairs
-    sounds = cfg.unpaired_sounds if cfg.unpaired_sounds is not None else cfg.train_size - pairs
-    return pairs, max(images, 0), max(sounds, 0)
+@dataclass(frozen=True)
+class LabelDraw:
+    """One labelled draw of the label-budget probes: ``indices`` into the train split, and each one's ``rank``
+    within its class (0-based), so the K-budget set of this draw is ``indices[rank < K]`` (nested in K)."""
+
+    indices: np.ndarray  # (classes x per_class,)
+    rank: np.ndarray  # (classes x per_class,)
+
+
+def label_draws(eligible: np.ndarray, labels: np.ndarray, per_class: int, draws: int, seed: int,
+                side: str) -> list[LabelDraw]:
+    """``draws`` class-balanced draws of ``per_class`` labelled samples per class from ``eligible`` (indices into
+    a train split whose labels are ``labels``), fixed per (seed, side, draw).
+
+    Each draw gives every sample of the split a uniform key from its own generator (bma.rng, "probe/<side>", draw)
+    and takes, per class, the eligible samples with the smallest keys. Keys belong to samples, not to positions
+    among the eligible ones, so two regimes whose eligible sets differ by a few samples (other pairs) share every
+    labelled sample but those: the draws are common random numbers across regimes too."""
+    from bma.rng import numpy_rng
+
+    out = []
+    eligible = np.asarray(eligible, dtype=np.int64)
+    classes = labels[eligible]
+    for r in range(draws):
+        keys = numpy_rng(seed, f"probe/{side}", r).random(len(labels))
+        chosen, ranks = [], []
+        for c in np.unique(classes[classes >= 0]):
+            members = eligible[classes == c]
+            picked = members[np.argsort(keys[members], kind="stable")[:per_class]]
+            chosen.append(picked)
+            ranks.append(np.arange(len(picked)))
+        out.append(LabelDraw(np.concatenate(chosen), np.concatenate(ranks)))
+    return out
 
 
 def budget_subset(order: np.ndarray, labels: np.ndarray, per_class: int) -> np.ndarray:

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from bma.config import TrialConfig
+from tests.waiting import wait_for
 
 EPOCHS = 3
 ACC_METRICS = ("acc/image_probe_h", "acc/sound_probe_h", "retrieval/i2s_r1")
@@ -89,7 +90,11 @@ def build_store(root) -> Store:
             tracker.fail(RuntimeError(error) if error else RuntimeError("failed"))
         elif status == "KILLED":  # MLflow's own verdict (a user killed the run), not the engine's
             client.set_terminated(tracker.run_id, "KILLED")
-        time.sleep(0.002)  # distinct start times: the analysis orders reruns by them
+        # distinct start times (the analysis orders reruns by them): wait for the millisecond clock MLflow stamps
+        # start times with to pass this run's, instead of sleeping a guess
+        started = client.get_run(tracker.run_id).info.start_time
+        wait_for(lambda: time.time_ns() // 1_000_000 > started, timeout=5, interval=0.001,
+                 what="the clock to pass the last run's start time")
         return tracker.run_id, vals
 
     for variant in ("unimodal", "bma"):

@@ -335,6 +335,37 @@ def test_paired_tests_by_formula_and_holm_per_metric(exported, store):
     assert "final/assoc/i2s_acc" not in set(cmp["metric"])
 
 
+def test_compare_carries_verdicts_and_states_its_families(exported, store):
+    cmp = pd.read_parquet(os.path.join(exported.out_dir, "compare.parquet"))
+    metric = f"final/{MAIN}"
+    fam = cmp[cmp["metric"] == metric]
+    # one family per metric, named and counted as the Holm step computed it: the p values present
+    assert set(fam["family"]) == {MAIN} and set(fam["family_size"]) == {int(fam["p_ttest"].notna().sum())} == {2}
+    for p in (0.1, 0.5):
+        d = _finals(store, "bma", p, 1000, MAIN) - _finals(store, "unimodal", p, 1000, MAIN)
+        row = _cell(fam.assign(**{"model.variant": fam["variant"]}), "bma", p, 1000).iloc[0]
+        low, high = _t_ci95_3(d)
+        verdict = "gain" if low > 0 else "loss" if high < 0 else "inconclusive"  # no delta: never "equivalent"
+        assert row["verdict"] == verdict and math.isnan(row["sesoi"]) and math.isnan(row["p_tost"])
+    single = fam[fam["n_pairs"] == 1]
+    assert (single["verdict"] == "undetermined").all() and single["note"].str.contains("at least 3 needed").all()
+    md = open(os.path.join(exported.out_dir, "compare.md")).read()
+    assert f"Holm over 2 tests within `{MAIN}`" in md and "verdict" in md
+
+
+def test_cli_sesoi_reaches_the_comparison(store, tmp_path):
+    out = tmp_path / "s"
+    assert main(["export", "--study", "quick", "--tracking-uri", store.uri, "--out", str(out), "--no-plots", "-q",
+                 "--sesoi", "acc/*=0.5"]) == 0
+    cmp = pd.read_csv(out / "compare.csv")
+    acc = cmp[cmp["metric"].str.startswith("final/acc/") & (cmp["n_pairs"] >= 3)]
+    assert (acc["sesoi"] == 0.5).all() and acc["p_tost"].notna().all()
+    assert cmp[cmp["metric"].str.startswith("final/retrieval/")]["sesoi"].isna().all()
+    assert "--sesoi: acc/* = 0.5" in (out / "compare.md").read_text()
+    assert main(["export", "--study", "quick", "--tracking-uri", store.uri, "--out", str(tmp_path / "b"),
+                 "--sesoi", "acc/*=-1"]) == 2
+
+
 def test_paired_test_with_mixed_signs_by_formula():
     """Differences of both signs (the fixture's are all positive, the extreme of the signed-rank null): ranks of
     |d| = (0.3, 0.1, 0.2) are (3, 1, 2), W+ = 3 + 2 = 5, P(W+ >= 5) = 2/8, two-sided p = 1/2."""
@@ -528,7 +559,7 @@ def test_an_earlier_export_with_a_file_added_is_not_replaced(store, tmp_path, ca
     before = _tree(out)
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "holds an earlier export plus files it did not write (my-notes.md)" in err
+    assert "holds an earlier report plus files it did not write (my-notes.md)" in err
     assert _tree(out) == before
     (out / "my-notes.md").unlink()
     assert main(args) == 0  # exactly what the export wrote: replaced
@@ -564,19 +595,16 @@ def test_export_into_a_read_only_place_exits_2(store, tmp_path, capsys):
 def test_cli_silent_server_exits_2_in_seconds(tmp_path, capsys, monkeypatch):
     """A server that accepts the connection and never answers: refused after the probe's timeout (here the 2 s the
     user asked for), not after MLflow's minutes of retries."""
-    import time
-
     from tests.conftest import silent_server
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     with silent_server() as (uri, accepted):
-        t0 = time.perf_counter()
         assert main(["export", "--study", "quick", "--tracking-uri", uri, "--out", str(tmp_path / "o")]) == 2
-        elapsed = time.perf_counter() - t0
     err = capsys.readouterr().err
     assert f"--tracking-uri {uri}: the MLflow tracking server cannot be used (no answer within 2 s)" in err
-    assert accepted and elapsed < 15
+    # bounded by attempts, not by a clock: the probe's connections, not MLflow's minutes of retries
+    assert 1 <= len(accepted) <= 2, f"{len(accepted)} connections to a server that never answers"
     assert not (tmp_path / "o").exists()
 
 

@@ -421,12 +421,10 @@ def test_start_mlflow_script_starts_answers_and_stops(mlflow_env, tmp_path):
     assert http_get(port, "/api/2.0/mlflow/experiments/search?max_results=1", "attacker.example:5000")[0] == 403
 
     # Idempotent: a second start finds it and leaves it alone.
-    t0 = time.monotonic()
     again = run_script(env)
     assert again.returncode == 0, again.stderr
     assert "already running" in again.stderr
-    assert time.monotonic() - t0 < 15
-    assert int(pid_file.read_text()) == pid
+    assert int(pid_file.read_text()) == pid  # the running server was found, not replaced
     assert run_script(env, "status").returncode == 0
 
     # stop ends the whole process group (the server and its uvicorn workers).

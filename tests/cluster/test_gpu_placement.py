@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.waiting import wait_for
+
 from .conftest import kill_tree, peak_overlap, run_study, trial_runs, wait_driver
 
 pytestmark = pytest.mark.slow
@@ -134,18 +136,22 @@ def test_more_gpu_than_any_node_has_waits_without_running_anything(ray_head, gpu
     log = tmp_path / "driver.log"
     driver = run_study(spec, ray_head, mlflow_server, tmp_path / "ray_results", feature_cache, log)
     try:
-        # Wait until Tune has asked Ray for the trials' placement groups (one bundle of 3 GPUs each)...
-        deadline = time.monotonic() + 180
-        asked: list[dict] = []
-        while not asked and time.monotonic() < deadline:
+        def big_groups() -> list[dict]:
+            return [pg for pg in ray_head.placement_groups() if any(b.get("GPU") == 3 for b in pg["bundles"].values())]
+
+        def driver_alive() -> str:
             assert driver.poll() is None, f"the study ended (rc {driver.returncode}):\n{log.read_text()[-3000:]}"
-            asked = [pg for pg in ray_head.placement_groups()
-                     if any(b.get("GPU") == 3 for b in pg["bundles"].values())]
-            time.sleep(0.5)
-        assert asked, f"Tune never asked Ray for a 3-GPU trial within 180 s:\n{log.read_text()[-3000:]}"
-        time.sleep(10)  # ...and give Ray time to (not) place them
-        states = [pg["state"] for pg in ray_head.placement_groups()
-                  if any(b.get("GPU") == 3 for b in pg["bundles"].values())]
+            return ""
+
+        # Wait until Tune has asked Ray for the trials' placement groups (one bundle of 3 GPUs each), and Ray's
+        # scheduler has tried them and reported them unplaceable: the event, not a fixed time, says Ray has decided.
+        wait_for(lambda: driver_alive() or big_groups(), timeout=180, what="Tune to ask Ray for a 3-GPU trial",
+                 detail=lambda: log.read_text()[-3000:])
+        wait_for(lambda: driver_alive() or all(pg["stats"]["scheduling_state"] in ("INFEASIBLE", "NO_RESOURCES")
+                                               for pg in big_groups()),
+                 timeout=120, what="Ray's scheduler to report the 3-GPU placement groups infeasible",
+                 detail=lambda: str([pg["stats"] for pg in big_groups()]))
+        states = [pg["state"] for pg in big_groups()]
         assert states and set(states) == {"PENDING"}, states
         assert driver.poll() is None, f"the study ended (rc {driver.returncode}):\n{log.read_text()[-3000:]}"
         assert trial_runs(mlflow_server, "gpubig-smoke") == [], "a trial ran without the GPUs it asked for"

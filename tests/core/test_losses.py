@@ -270,7 +270,13 @@ def test_variant_loss_is_the_sum_the_trainer_assembled_inline(variant, switches)
     for (name, p), q in zip(model.named_parameters(), reference.parameters()):
         assert (p.grad is None) == (q.grad is None), name
         if p.grad is not None:
-            assert torch.equal(p.grad, q.grad) if exact else torch.allclose(p.grad, q.grad, rtol=1e-5, atol=1e-7), name
+            if exact:
+                assert torch.equal(p.grad, q.grad), name
+            else:  # summed in another order: float32 rounding, relative to the gradient's own scale (an element
+                # near 0 in a tensor of magnitude ~1 carries an absolute rounding of ~1e-7, so a per-element rtol
+                # alone failed on some CPUs' kernels)
+                scale = float(q.grad.abs().max())
+                torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6 * max(scale, 1e-12), msg=name)
     for (name, a), b in zip(model.named_buffers(), reference.buffers()):
         assert torch.equal(a, b), name  # the encoders ran in the same order on the same inputs
 

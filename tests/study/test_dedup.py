@@ -22,24 +22,31 @@ REPO = Path(__file__).resolve().parents[2]
 RUN = REPO / "study" / "run.py"
 
 
-def test_paper_grid_has_1332_distinct_trials():
+def test_paper_grid_has_1305_distinct_trials():
     spec = load_spec(REPO / "study" / "specs" / "paper.yaml")
     distinct = spec.distinct_trials()
-    assert spec.n_points == 1944 and len(distinct) == 1332
-    # the 648 unimodal grid points are 36 trials (4 pairing ratios x 3 sizes x 3 seeds): memory_slots, tau_m and
-    # tau_l are not read, each shared by 3 x 3 x 2 = 18 cells
+    assert spec.n_points == 1944 and len(distinct) == 1305
+    # the 648 unimodal grid points are 9 trials (3 sizes x 3 seeds): memory_slots, tau_m and tau_l are not read, and
+    # the 4 pairing ratios of one size give the same single-sample pools; each is shared by 3 x 3 x 2 x 4 = 72 cells
     unimodal = [t for t in distinct if t.effective["model.variant"] == "unimodal"]
-    assert len(unimodal) == 36 and {len(t.members) for t in unimodal} == {18}
+    assert len(unimodal) == 9 and {len(t.members) for t in unimodal} == {72}
     assert all(len(t.members) == 1 for t in distinct if t.effective["model.variant"] != "unimodal")
 
 
-def test_unimodal_reads_its_pools():
-    """The pairs are part of a unimodal trial's single-sample pools: pairing_ratio and the pool sizes are read."""
+def test_unimodal_reads_its_pool_sizes_not_their_split_into_pairs():
+    """A unimodal trial reads how many samples each modality's single-sample pool holds (pairs + unpaired), not
+    which of them are pairs: across pairing ratios at one training size it is one trial
+    (tests/core/test_common_random_numbers.py shows the trainer computes the same thing)."""
     for path in ("regime.pairing_ratio", "regime.pairs", "regime.unpaired_images", "regime.unpaired_sounds",
                  "regime.train_size", "regime.seed"):
         assert path not in VARIANT_IGNORES["unimodal"]
     a = TrialConfig().with_updates(variant="unimodal", pairing_ratio=0.1)
-    assert effective_config(a) != effective_config(a.with_updates(pairing_ratio=0.5))
+    assert effective_config(a) == effective_config(a.with_updates(pairing_ratio=0.5))
+    assert effective_config(a) == effective_config(a.with_updates(pairs=7, unpaired_images=1993, unpaired_sounds=1993))
+    assert effective_config(a) != effective_config(a.with_updates(train_size=1000))
+    assert effective_config(a) != effective_config(a.with_updates(pairs=7, unpaired_images=2500, unpaired_sounds=1993))
+    bma = a.with_updates(variant="bma")
+    assert effective_config(bma) != effective_config(bma.with_updates(pairing_ratio=0.5))
     paired = TrialConfig().with_updates(variant="paired_only", **{"loss.w_unpair": 0.0})
     assert effective_config(paired) == effective_config(paired.with_updates(**{"loss.w_unpair": 2.0}))
     assert effective_config(paired) != effective_config(paired.with_updates(tau_l=0.2))
