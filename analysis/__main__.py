@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = result.data.runs
     if not args.quiet:
         print(f"study {result.data.study}: {len(runs)} trials ({int((runs['state'] == 'finished').sum())} finished, "
-              f"{int((runs['state'] == 'failed').sum())} failed, {int((runs['state'] == 'running').sum())} running), "
+              f"{int((runs['state'] == 'failed').sum())} failed, {int((runs['state'] == 'running').sum())} running"
+              f"{', %d interrupted' % n_cut if (n_cut := int((runs['state'] == 'interrupted').sum())) else ''}), "
               f"{len(result.summary)} cells -> {result.out_dir}")
         print(f"  {len(result.files)} files; see {os.path.join(result.out_dir, 'summary.md')}")
     return 0

@@ -60,49 +60,15 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
-def _local_store_path(uri: str) -> tuple[str, str] | None:
-    """(kind, path) for a store on the local disk, None for a server or database URI."""
-    if uri.startswith("sqlite:"):
-        rest = uri[len("sqlite:") :].split("?", 1)[0]
-        if not rest.startswith("///"):
-            return None  # sqlite:// (in memory) or an unusual form: let MLflow judge
-        return "sqlite", rest[3:] or ""
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        return "file", parsed.path
-    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
-        return "file", uri
-    return None
-
-
-def check_store_exists(uri: str) -> None:
-    """Refuse a local store that does not exist (MLflow would silently create an empty one)."""
-    local = _local_store_path(uri)
-    if local is None:
-        return
-    kind, path = local
-    if kind == "sqlite" and not os.path.isfile(path):
-        raise AnalysisError(
-            f"no MLflow store at {os.path.abspath(path)} (tracking URI {uri!r}): pass --tracking-uri, set "
-            "MLFLOW_TRACKING_URI, or run from the directory that holds the study's mlflow.db"
-        )
-    if kind == "file" and not os.path.isdir(path):
-        raise AnalysisError(f"no MLflow file store at {os.path.abspath(path)} (tracking URI {uri!r})")
-
-
 def open_client(uri: str):
-    """An MlflowClient for ``uri``; AnalysisError when the store is missing or cannot be reached."""
-    check_store_exists(uri)
-    from mlflow import MlflowClient
+    """A read-only MlflowClient for the existing store ``uri`` (study/read_store.py: a missing, empty or non-SQLite
+    file is refused, never created or migrated); AnalysisError when there is no store or it cannot be reached."""
+    from study.read_store import StoreError, open_read_only
 
     try:
-        client = MlflowClient(tracking_uri=uri)
-        client.search_experiments(max_results=1)  # a cheap round trip: fails now if the server is unreachable
-    except AnalysisError:
-        raise
-    except Exception as exc:  # MlflowException, requests' ConnectionError, SQLAlchemy errors ...
-        raise AnalysisError(f"cannot reach the MLflow tracking store at {uri!r}: {_one_line(exc)}") from exc
-    return client
+        return open_read_only(uri)
+    except StoreError as exc:
+        raise AnalysisError(str(exc)) from None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -207,11 +173,16 @@ INFO_COMPANIONS = ("info/n_samples", "info/n_flagged", "info/n_estimates")
 
 
 def _state(mlflow_status: str, bma_status: str | None) -> str:
-    """finished | failed | running, from MLflow's run status and the bma.status tag (failure wins)."""
+    """finished | failed | interrupted | running, from MLflow's run status and the bma.status tag (failure wins;
+    an interrupted trial, cut off by a Ctrl-C of its study and resumable, is never a result)."""
     s, b = (mlflow_status or "").upper(), (bma_status or "").lower()
-    if s in ("FAILED", "KILLED") or b == "failed":
+    if s == "FAILED" or b == R.STATUS_FAILED:
         return "failed"
-    if s == "FINISHED" or b == "finished":
+    if b == R.STATUS_INTERRUPTED:
+        return R.STATUS_INTERRUPTED
+    if s == "KILLED":
+        return "failed"
+    if s == "FINISHED" or b == R.STATUS_FINISHED:
         return "finished"  # includes trials a Tune scheduler stopped early: MLflow status FINISHED
     return "running"  # RUNNING/SCHEDULED: still running, or crashed without ending its run
 

@@ -15,8 +15,6 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
 from bma.config import ConfigError, TrialConfig, expand_feature_preset
 from bma.data.errors import DataError
 from bma.data.regimes import RegimeError
@@ -34,29 +32,55 @@ def flatten_mapping(mapping: dict, prefix: str = "") -> dict:
     return flat
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a trial's settings are a short text file; anything larger is a mistake
+
+
 def config_from_args(config_file: str | None, overrides: list[str]) -> TrialConfig:
+    """The trial config of --config and the --set overrides; ConfigError naming the option at fault. The YAML goes
+    through the study spec's reader and bounded parser (study/spec.py owns them: UTF-8 text only, duplicate keys and
+    alias bombs refused before anything is built)."""
+    from study.spec import SpecError, parse_yaml, read_text_file
+
     flat: dict = {}
     if config_file:
         path = Path(config_file)
-        if not path.is_file():
-            raise ConfigError([f"--config: file {path} does not exist"])
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError([f"{path}: not valid YAML ({exc})"]) from None
+            loaded = parse_yaml(read_text_file(path, "a YAML file of trial settings", MAX_CONFIG_BYTES), str(path))
+        except SpecError as exc:
+            raise ConfigError([f"--config {problem}" if problem.startswith(str(path)) else
+                               f"--config {path}: {problem}" for problem in exc.problems]) from None
+        loaded = {} if loaded is None else loaded
         if not isinstance(loaded, dict):
-            raise ConfigError([f"{path}: expected a mapping of settings"])
+            raise ConfigError([f"--config {path}: expected a mapping of settings (nested sections or dotted keys), "
+                               f"got {type(loaded).__name__}"])
         flat.update(flatten_mapping(expand_feature_preset(loaded)))
     for item in overrides:
         if "=" not in item:
             raise ConfigError([f"--set {item}: expected KEY=VALUE"])
         key, value = item.split("=", 1)
+        try:
+            parsed = parse_yaml(value, f"--set {key.strip()}")
+        except SpecError as exc:
+            raise ConfigError([f"--set {item}: expected KEY=VALUE with VALUE a YAML scalar or list (e.g. 0.1, bma, "
+                               f"[1, 5, 20]); {exc.problems[0].splitlines()[0]}"]) from None
         if key.strip() == "features":  # --set features=esc50: a named preset (bma.config.FEATURE_PRESETS)
-            flat.update({k: v for k, v in expand_feature_preset({"features": yaml.safe_load(value)}).items()
+            flat.update({k: v for k, v in expand_feature_preset({"features": parsed}).items()
                          if not any(o.split("=", 1)[0].strip() == k for o in overrides)})
             continue
-        flat[key.strip()] = yaml.safe_load(value)
+        flat[key.strip()] = parsed
     return TrialConfig.from_flat(flat)
+
+
+def out_problem(out: Path) -> str | None:
+    """Why ``out`` cannot be the trial's folder (it, or the nearest of its parents that exists, is a file), or
+    None. Nothing is created here."""
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        where = "is a file" if probe == out else f"is below {probe}, a file"
+        return f"--out {out}: {where}; expected a folder (created if missing) for the checkpoint and metrics.json"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
+    if problem := out_problem(out):
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     resume = None
     if args.resume:
         if not (out / CHECKPOINT_FILE).is_file():

@@ -55,6 +55,7 @@ class FeatureConfig:
     hop_length: int = 64  # 8 ms at 8 kHz -> 126 frames per second
     image_size: int | None = None  # None: native size (28 for MNIST, 32 for CIFAR-10); else resized square
     sound_snr_db: float | None = None  # noise scenario: white noise added at this SNR to train and test clips
+    # (SNR_DB_RANGE bounds it)
 
 
 SOUND_FEATURES = ("sample_rate", "clip_seconds", "n_mels", "n_fft", "hop_length")  # what a preset sets
@@ -340,6 +341,19 @@ RETIRED_SETTINGS: dict[str, str] = {
 }
 
 
+def num_rounds(cfg: "TrialConfig") -> int:
+    """Rounds of the training loop: epochs, or ceil(optim.steps / optim.round_steps) with a fixed step budget (what
+    a trial reports once each: Tune's training_iteration, the budget a scheduler's grace_period counts in)."""
+    o = cfg.optim
+    return o.epochs if o.steps is None else -(-o.steps // o.round_steps)
+
+
+# The SNRs (dB) of the noise scenarios (features.sound_snr_db, eval.test_sound_snr_db): at -30 dB the noise has 1000x
+# the clip's power (nothing of the clip is left to hear), at 100 dB 1e-10 of it (float32 features cannot tell it from
+# clean). Beyond them the noise's scale overflows float32 (NaN features after training) or the power ratio overflows.
+SNR_DB_RANGE = (-30.0, 100.0)
+
+
 def validate(cfg: TrialConfig) -> list[str]:
     """Every problem of a config as 'dotted.path: expected ...'; empty when it can run."""
     p: list[str] = []
@@ -446,6 +460,11 @@ def validate(cfg: TrialConfig) -> list[str]:
         p.append(f"eval.label_pool: expected one of {LABEL_POOLS}, got {e.label_pool!r}")
     if f.image_size is not None and f.image_size < 8:
         p.append(f"features.image_size: expected null or >= 8 pixels, got {f.image_size}")
+    low, high = SNR_DB_RANGE
+    for path, snr in (("features.sound_snr_db", f.sound_snr_db), ("eval.test_sound_snr_db", e.test_sound_snr_db)):
+        if snr is not None and math.isfinite(snr) and not low <= snr <= high:  # NaN/inf: _non_finite says it
+            p.append(f"{path}: expected null or an SNR in dB from {low:g} to {high:g} (noise 1000x the signal's power "
+                     f"to none measurable), got {snr:g}")
     if e.eval_every < 1 or e.info_every < 0 or e.info_samples < 50:
         p.append("eval: expected eval_every >= 1, info_every >= 0, info_samples >= 50")
     p.extend(_non_finite(cfg))

@@ -33,8 +33,8 @@ from bma import losses, rng
 from bma.losses import VariantLoss, build_loss
 from bma.augment import augment_spectrograms, shift_images
 from bma.checkpoint import CHECKPOINT_FILE, TrainState, load_checkpoint
+from bma.config import TrialConfig, num_rounds  # noqa: F401  (num_rounds: owned by config, used here)
 from bma.lr_control import CycleLRControl
-from bma.config import TrialConfig
 from bma.data.regimes import Regime
 from bma.device import autocast, resolve_device, seed_everything, use_deterministic_kernels
 from bma.evaluation import evaluate
@@ -48,12 +48,6 @@ __all__ = [
     "fit", "information_probes", "load_checkpoint", "load_trial_data", "make_regime", "num_rounds",
     "resolve_device", "seed_everything", "steps_in_round", "tau_m_at",
 ]
-
-
-def num_rounds(cfg: TrialConfig) -> int:
-    """Rounds of the loop: epochs, or ceil(optim.steps / optim.round_steps) with a fixed step budget."""
-    o = cfg.optim
-    return o.epochs if o.steps is None else -(-o.steps // o.round_steps)
 
 
 def steps_in_round(cfg: TrialConfig, pool: int, round_index: int) -> int:

@@ -11,6 +11,7 @@ counts through get_state/set_state.
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 from ray.tune import Callback
@@ -50,6 +51,11 @@ class StudyProgress(Callback):
         self.console = Console()
         self._live = Live(self._render(), console=self.console, refresh_per_second=2, transient=False) if live else None
         self._last_line = 0.0
+        # Tune's status of each trial when the study was interrupted (Ctrl-C), None while it was not: Tune ends an
+        # interrupted study by marking its running trials TERMINATED (after saving its state with them unfinished),
+        # so only the moment of the signal tells an interruption from a completion (see on_step_begin).
+        self.interrupted: dict[str, str] | None = None
+        self._watching = False
         if self._live is not None:
             self._live.start()
         _DRIVER_VIEW = self
@@ -74,6 +80,29 @@ class StudyProgress(Callback):
                 self.best, self.best_trial = value, trial
 
     # -- Tune hooks ------------------------------------------------------------------------------------------------
+    def on_step_begin(self, iteration, trials, **info):
+        """Once, in the study's loop (main thread, after Tune installed its SIGINT handler): wrap that handler so a
+        Ctrl-C first records every trial's status (``interrupted``), then lets Tune stop gracefully as it does."""
+        if self._watching:
+            return
+        self._watching = True
+        try:
+            tune_handler = signal.getsignal(signal.SIGINT)
+        except ValueError:
+            return
+
+        def on_sigint(signum, frame):
+            if self.interrupted is None:
+                self.interrupted = {t.trial_id: t.status for t in trials}
+            if callable(tune_handler):
+                return tune_handler(signum, frame)
+            raise KeyboardInterrupt
+
+        try:
+            signal.signal(signal.SIGINT, on_sigint)
+        except ValueError:  # not the main thread (Ray Client): Tune's own handling stands
+            pass
+
     def on_trial_start(self, iteration, trials, trial, **info):
         self.status[trial.trial_id] = "running"
         self.started.setdefault(trial.trial_id, time.time())
@@ -112,7 +141,9 @@ class StudyProgress(Callback):
     def counts(self, trials=None) -> dict[str, int]:
         if trials is not None:  # Tune's own view is the truth after a restore
             for t in trials:
-                s = {"TERMINATED": "done", "ERROR": "failed", "RUNNING": "running"}.get(t.status)
+                # after a Ctrl-C, Tune marks the cut-off trials TERMINATED: their status at the signal is the truth
+                status = t.status if self.interrupted is None else self.interrupted.get(t.trial_id, "PENDING")
+                s = {"TERMINATED": "done", "ERROR": "failed", "RUNNING": "running"}.get(status)
                 # Tune calls on_trial_complete before it marks the trial TERMINATED: never step back from an end.
                 if s and self.status.get(t.trial_id) not in ("done", "failed"):
                     self.status[t.trial_id] = s

@@ -49,7 +49,12 @@ SEED = "bma.seed"  # trial: regime.seed
 TRIAL_KEY = "bma.trial_key"  # trial: trial_key(), what makes a resumed trial find its run
 TRIAL_ID = "bma.trial_id"  # trial: Ray Tune's trial id (the latest attempt's)
 STATUS = "bma.status"  # trial: one of STATUSES
-STATUSES = ("running", "finished", "failed")
+# "interrupted": the study was stopped (Ctrl-C, SIGINT) while the trial ran; its MLflow run ends KILLED (MLflow's
+# word for a run stopped from outside, neither FINISHED nor FAILED) and rerunning the study's command resumes it from
+# its last checkpoint (the same run goes back to RUNNING). Never a result: the analysis does not count it.
+STATUS_RUNNING, STATUS_FINISHED, STATUS_FAILED, STATUS_INTERRUPTED = "running", "finished", "failed", "interrupted"
+STATUSES = (STATUS_RUNNING, STATUS_FINISHED, STATUS_FAILED, STATUS_INTERRUPTED)
+MLFLOW_INTERRUPTED = "KILLED"  # the MLflow run status of an interrupted trial (and of an interrupted study's parent)
 ERROR = "bma.error"  # trial: "Type: message" of the exception that failed it
 ATTEMPTS = "bma.attempts"  # trial: how many times it started (restarts after a crash, resumes)
 ARM = "bma.arm"  # trial: the spec's named arm; also the key of the arm in a shared trial's cell overrides
@@ -59,6 +64,9 @@ CELLS_CHUNK = 7000  # MLflow tag values hold at most 8,000 characters: a long li
 STOPPED_EARLY = "bma.stopped_early"  # trial: "true" when a search's scheduler stopped it before its last round
 REGIME_COUNT = "bma.regime_count."  # trial: prefix of the sample counts of its regime (bma.regime_count.pairs)
 PLACEMENT = ("bma.node_id", "bma.hostname", "bma.gpu_ids", "bma.device")  # trial: where its latest attempt ran
+# trial: torch's intra-op thread count of its latest attempt (Ray sets it from the trial's CPUs); a float sum's order,
+# and so the last digits of a result, depend on it: study/reproduce.py retrains with the same count
+THREADS = "bma.torch_threads"
 
 # -- the settings that name a trial --------------------------------------------------------------------------------
 
@@ -174,7 +182,9 @@ class MetricFamily:
 
 _ALL, _MEM = ALL_VARIANTS, MEMORY_VARIANTS
 _F = MetricFamily
-# Order matters: the first matching family describes a metric (specific patterns before general ones).
+# Order matters: the first matching family describes a metric (specific patterns before general ones). Patterns
+# follow the names bma/evaluation.py writes closely enough that a misspelt name (acc/bogus) is unknown, not a
+# test-split metric.
 METRICS: tuple[MetricFamily, ...] = (
     _F("loss/total", "loss", "min", "train", "round", _ALL, "the training objective, mean over a round's steps"),
     _F("loss/encoder", "loss", "min", "train", "round", _ALL, "the encoders' own objective"),
@@ -185,13 +195,13 @@ METRICS: tuple[MetricFamily, ...] = (
     _F("loss/variance", "loss", "min", "train", "round", BMA_ONLY, "switch loss.w_variance"),
     _F("loss/infomax", "loss", "min", "train", "round", BMA_ONLY, "switch loss.w_infomax"),
     _F("loss/slot_decorrelation", "loss", "min", "train", "round", _MEM, "switch loss.w_slot_decorrelation"),
-    _F("acc/*", "probe", "max", "test", "eval", _ALL, "linear-probe accuracy (acc/<probe>/k<K>: K labels per class, "
-       "the mean over eval.label_draws labelled draws)"),
-    _F("acc_sd/*", "probe", None, "test", "eval", _ALL, "sd of a label-budget probe's accuracy across its labelled "
-       "draws (acc_sd/<probe>/k<K>; 0 with one draw)"),
-    _F("retrieval/*_mem_*", "retrieval", "max", "test", "eval", _MEM, "class-level recall@K in memory space"),
-    _F("retrieval/*", "retrieval", "max", "test", "eval", _ALL, "class-level recall@K in the contrastive space"),
-    _F("assoc/*", "association", "max", "test", "eval", _MEM, "class agreement of the switched recall"),
+    _F("acc/*_probe_[fh]*", "probe", "max", "test", "eval", _ALL, "linear-probe accuracy (acc/<probe>/k<K>: K labels "
+       "per class, the mean over eval.label_draws labelled draws)"),
+    _F("acc_sd/*_probe_[fh]*", "probe", None, "test", "eval", _ALL, "sd of a label-budget probe's accuracy across its "
+       "labelled draws (acc_sd/<probe>/k<K>; 0 with one draw)"),
+    _F("retrieval/*_mem_r[0-9]*", "retrieval", "max", "test", "eval", _MEM, "class-level recall@K in memory space"),
+    _F("retrieval/*_r[0-9]*", "retrieval", "max", "test", "eval", _ALL, "class-level recall@K in the contrastive space"),
+    _F("assoc/*_acc", "association", "max", "test", "eval", _MEM, "class agreement of the switched recall"),
     _F("info/n_*", "info", None, "test", "info", _ALL, "sample size and flagged-estimate counts of the probes"),
     _F("info/H_*", "info", None, "test", "info", _MEM, "entropies (nats)"),
     _F("info/eff_slots_*", "info", None, "test", "info", _MEM, "effective number of slots, exp H(W)"),

@@ -4,8 +4,10 @@
         --where model.variant=bma regime.pairs=50 regime.unpaired_images=2000 regime.seed=0
 
 A trial is rebuilt from its record alone (``TrialConfig.from_flat(run.params)``: every setting is logged), trained
-in this process (no Ray, no MLflow writes), and its final metrics are printed next to the recorded ones. Exit 0 when
-every compared metric is equal within --tolerance, 1 when one differs, 2 on bad input.
+in this process with the torch thread count the trial ran with (its ``bma.torch_threads`` tag; a float sum's order
+depends on it), and its final metrics are printed next to the recorded ones. The store is only read: it must exist
+(study/read_store.py opens it read-only; nothing is created or migrated). Exit 0 when every compared metric is equal
+within --tolerance, 1 when one differs, 2 on bad input.
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or R.DEFAULT_TRACKING_URI
 
-    from mlflow import MlflowClient
-
     from bma.config import ConfigError, TrialConfig
-    from bma.trainer import fit
+    from study.read_store import StoreError, open_read_only
 
-    client = MlflowClient(args.tracking_uri)
+    try:
+        client = open_read_only(args.tracking_uri)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     exp = client.get_experiment_by_name(args.study)
     if exp is None:
         print(f"error: --study {args.study}: no such experiment in {args.tracking_uri}", file=sys.stderr)
@@ -59,6 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: run {run.info.run_id}: its params no longer make a trial configuration:\n  {exc}", file=sys.stderr)
         return 2
+    import torch
+
+    from bma.trainer import fit
+
+    threads = run.data.tags.get(R.THREADS)
+    if threads is not None and threads.isdigit() and int(threads) >= 1:
+        torch.set_num_threads(int(threads))
+        print(f"training with {threads} torch thread(s), as the trial did")
+    else:
+        print(f"note: run {run.info.run_id} does not record its torch thread count ({R.THREADS}); training with "
+              f"this process's {torch.get_num_threads()}: the last digits may differ", file=sys.stderr)
     final = fit(cfg).final
     differ = 0
     for name in args.metrics:

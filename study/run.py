@@ -7,7 +7,9 @@
 Rerunning the same command continues a study that was interrupted: finished trials are not trained again and
 no trial gets a second MLflow run. Exit codes: 0 every trial finished; 2 the spec, the results' store or folders,
 the data, the resume target or an option is wrong (nothing was started, nothing written); 3 the study ran but
-some trials failed (one console line each, listed at the end, and marked FAILED in MLflow).
+some trials failed (one console line each, listed at the end, and marked FAILED in MLflow); 130 the study was
+interrupted (Ctrl-C / SIGINT): the unfinished trials' runs are marked interrupted (MLflow status KILLED, never counted
+as results) and rerunning the same command (without --fresh) resumes them from their checkpoints.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from study import storage as results_store  # noqa: E402
 from study.spec import SpecError, StudySpec, load_spec  # noqa: E402
 from study.storage import FINGERPRINT_FILE, StorageError  # noqa: E402,F401  (FINGERPRINT_FILE: kept importable)
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_TRIALS_FAILED = 0, 2, 3
+EXIT_OK, EXIT_BAD_INPUT, EXIT_TRIALS_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
 
 
 def _positive_int(text: str) -> int:
@@ -299,9 +301,14 @@ def main(argv: list[str] | None = None) -> int:
     import_engine()
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(1, thread_name_prefix="bma-data") as pool:
-        data = pool.submit(prepare_then_store, spec, args, name, fingerprint, tracking_uri)
-        return run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_dir, args, distinct)
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="bma-data") as pool:
+            data = pool.submit(prepare_then_store, spec, args, name, fingerprint, tracking_uri)
+            return run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_dir, args, distinct)
+    except KeyboardInterrupt:  # before Tune ran (it handles its own Ctrl-C): no trial started, nothing to mark
+        print(f"\nstudy {name}: interrupted before its trials started; rerun the same command to start it",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def import_engine() -> None:
@@ -516,6 +523,9 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
     remote_uri = reachable_from_workers(tracking_uri, args.address)
+    opened: list[str] = []  # the parent run, once the store is open: any failure of the driver ends it FAILED
+    if isinstance(store, tuple):
+        opened.append(store[1])
     try:
         # Checked before anything is written: a refused study leaves no MLflow store or run behind.
         resources = {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]}
@@ -533,6 +543,8 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
                 print(f"error: --tracking-uri {tracking_uri}: cannot reach the MLflow store ({exc})", file=sys.stderr)
                 return EXIT_BAD_INPUT
         experiment_id, parent_run_id = store
+        if parent_run_id not in opened:
+            opened.append(parent_run_id)
         context = StudyContext(name, tracking_uri, experiment_id, parent_run_id, dict(spec.base),
                                driver_ip=ray.util.get_node_ip_address(),
                                remote_tracking_uri=remote_uri if remote_uri != tracking_uri else None,
@@ -579,20 +591,47 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
                                                 **keywords),
                     run_config=run_config,
                 )
-            return list(tuner.fit())
+            results = list(tuner.fit())
+            if getattr(callback, "interrupted", None) is not None:  # Ctrl-C (StudyProgress saw the signal)
+                raise StudyInterrupted(callback.interrupted, results)
+            return results
 
         try:
             results_store.write_fingerprint(storage, name, fingerprint)
         except StorageError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        results = fit_experiment(name, param_space, search_keywords, progress)
-        if spec.precision is not None:
-            results = precision_rounds(spec, name, results, fit_experiment, client, parent_run_id, grid_space,
-                                       StudyProgress, metric, mode)
-    finally:
+        cut = None
+        try:
+            results = fit_experiment(name, param_space, search_keywords, progress)
+            if spec.precision is not None:
+                results = precision_rounds(spec, name, results, fit_experiment, client, parent_run_id, grid_space,
+                                           StudyProgress, metric, mode)
+        except StudyInterrupted as stop:  # Ctrl-C: Tune saved its state and stopped (study/progress.py)
+            cut = stop
+        except KeyboardInterrupt:  # a second Ctrl-C: Tune stops without its last save (it saves every few s)
+            cut = StudyInterrupted({}, None)
+    except BaseException as exc:
         ray.shutdown()
+        end = R.MLFLOW_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        for run_id in opened:  # the study's parent run never stays RUNNING after its driver is gone
+            try:
+                retry(lambda: MlflowClient(tracking_uri).set_terminated(run_id, status=end))
+            except Exception:  # the store itself is what failed: the original error says more
+                pass
+        raise
+    finally:
+        ray.shutdown()  # the trials' processes are gone: nothing writes to their runs after this
 
+    if cut is not None:
+        # Tune saved its state with these trials unfinished, then marked them TERMINATED: the statuses at the
+        # signal are the true ones
+        states = cut.states
+        if spec.search is not None and spec.search["scheduler"] and cut.results:
+            stopped = {r.metrics.get("trial_id"): r.metrics for r in cut.results
+                       if r.error is None and r.metrics and states.get(r.metrics.get("trial_id")) == "TERMINATED"}
+            mark_stopped_early(tracking_uri, experiment_id, parent_run_id, stopped)  # before the signal
+        return interrupted(name, total, states, tracking_uri, experiment_id, parent_run_id, client, progress)
     failed = [r for r in results if r.error is not None]
     if spec.search is not None and spec.search["scheduler"]:
         last = {r.metrics.get("trial_id"): r.metrics for r in results if r.error is None and r.metrics}
@@ -613,6 +652,41 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
         print(f"  browse:  mlflow ui --backend-store-uri {tracking_uri}")
     print(f"  tables:  python -m analysis export --study {name} --tracking-uri {tracking_uri}")
     return EXIT_TRIALS_FAILED if failed else EXIT_OK
+
+
+class StudyInterrupted(Exception):
+    """Ctrl-C during a Tune experiment of the study: Tune's status of each trial at the signal, and its results."""
+
+    def __init__(self, states: dict[str, str], results: list | None):
+        super().__init__("interrupted")
+        self.states, self.results = states, results
+
+
+def resume_command() -> str:
+    """The command that resumes this study: this one, without --fresh (which would set the results aside)."""
+    import shlex
+
+    argv = [a for a in sys.argv[1:] if a != "--fresh"]
+    return shlex.join(["python", sys.argv[0] if sys.argv[0].endswith("run.py") else "study/run.py", *argv])
+
+
+def interrupted(name, total, states, tracking_uri, experiment_id, parent_run_id, client, progress) -> int:
+    """The study was interrupted (Ctrl-C): its cut-off trials' runs are marked interrupted, its parent run KILLED,
+    and the console says how to resume. Tune's experiment state and each trial's checkpoint are kept."""
+    from trainables.tracking import mark_interrupted, retry
+
+    marked = mark_interrupted(tracking_uri, experiment_id, parent_run_id)
+    retry(lambda: client.set_terminated(parent_run_id, status=R.MLFLOW_INTERRUPTED))
+    progress.close()
+    done = sum(s == "TERMINATED" for s in states.values())
+    failed = sum(s == "ERROR" for s in states.values())
+    print(f"\nstudy {name}: interrupted: {done} of {total} trials finished, {failed} failed, {marked} cut off "
+          f"(marked {R.STATUS_INTERRUPTED} in MLflow, not counted as results)"
+          + ("; the others had not started" if isinstance(total, int) and done + failed + marked < total else ""))
+    print(f"  resume:  {resume_command()}   (the same command, without --fresh: trials resume from their "
+          "checkpoints)")
+    print(f"\nMLflow store: {tracking_uri}   experiment: {name}")
+    return EXIT_INTERRUPTED
 
 
 def precision_rounds(spec: StudySpec, name: str, results: list, fit_experiment, client, parent_run_id: str,

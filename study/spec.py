@@ -35,6 +35,7 @@ from bma.config import (
     TrialConfig,
     effective_config,
     expand_feature_preset,
+    num_rounds,
 )
 from study import record as R
 
@@ -216,6 +217,11 @@ def _settings(block: str, pairs: list[tuple[str, Any]], allowed, problems: list[
     out: dict[str, tuple[str, Any]] = {}
     for key, value in pairs:
         path = _path_of(key)
+        if not allowed(path) and path in DATA_PATHS:
+            problems.append(f"{block}.{key}: data settings are study-wide (every trial shares the features computed "
+                            f"before the study starts) and cannot differ between trials; set {path[len('data.'):]} "
+                            "in the data: section, or run one study per value")
+            continue
         if not allowed(path):
             problems.append(f"{block}.{key}: unknown setting (see docs/spec.md for the list)")
             continue
@@ -456,9 +462,12 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
         for key in SOURCE_KEYS & set(src):
             base[f"data.{side}.{key}"] = src[key]
         root = src.get("root")
-        if root is not None and not _exists(root):
-            problems.append(f"data.{side}.root: {_show_path(root)} does not exist (expected the dataset's folder, or "
-                            "null for the mirror/download)")
+        if root is not None and src.get("source") == "manifest":  # a manifest's root is its CSV file
+            if not _exists(root):
+                problems.append(f"data.{side}.root: {_show_path(root)} does not exist (expected the manifest's CSV)")
+        elif root is not None and (why := _folder_problem(root)):
+            problems.append(f"data.{side}.root: {_show_path(root)} {why} (expected the dataset's folder, or null for "
+                            "the mirror/download)")
     classmap = data.get("classmap")
     if classmap is not None:
         base["data.classmap"] = classmap
@@ -547,6 +556,7 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
                 continue
             arm[path] = value
             labels.setdefault(path, f"arms.{arm_name}.{key}")
+            labels[f"arm:{arm_name}:{path}"] = f"arms.{arm_name}.{key}"  # a problem of this arm's trials names it
         if len(problems) == before:
             arms[arm_name] = arm
     if arms and not problems:
@@ -622,6 +632,7 @@ def parse_spec(raw: Any, where: str = "<spec>") -> StudySpec:
         precision=precision,
         report=report,
     )
+    problems.extend(_xdomain_root_problems(spec))
     if search is not None and not problems:
         problems.extend(_space_problems(spec))
     if spec.n_trials > MAX_TRIALS:
@@ -725,9 +736,24 @@ def _parse_search(raw: Any, grid: dict, arms: dict, base: dict, settable, proble
         if path in grid or path in base or any(path in a for a in arms.values()):
             problems.append(f"{where}: also set in grid, trial or an arm; a setting is either fixed, swept or searched")
             continue
+        if path == R.SEED_KEY:
+            problems.append(f"{where}: a search cannot sample the seed (two samples of one seed would be one "
+                            "configuration trained twice into one MLflow run); put the seeds in grid, e.g. "
+                            "grid: {seed: [0, 1, 2]}")
+            continue
         kind, args = _distribution(dist, where, problems)
         if kind is None:
             continue
+        if kind == "choice":
+            canon = [_hashable(_canonical(path, v)) for v in args]
+            try:
+                repeated = sorted({_show(v) for v, c in zip(args, canon) if canon.count(c) > 1})
+            except TypeError:
+                repeated = []
+            if repeated:
+                problems.append(f"{where}.choice: repeated values ({', '.join(repeated)} are the same {path}); "
+                                "expected each value once")
+                continue
         hint = FLAT_TYPES[path]
         optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
         setting_type = [a for a in typing.get_args(hint) if a is not type(None)][0] if optional else hint
@@ -752,7 +778,7 @@ def _parse_search(raw: Any, grid: dict, arms: dict, base: dict, settable, proble
         if scheduler is None:
             return None
     else:
-        if not space:
+        if not space and not space_raw:
             problems.append("search.space: expected at least one setting to search, e.g. tau_m: {loguniform: [0.02, 0.5]}")
         swept = [k for k, v in grid.items() if isinstance(v, list) and len(v) > 1]
         if swept:
@@ -831,6 +857,17 @@ def _space_problems(spec: StudySpec) -> list[str]:
             every = "eval.info_every" if family is not None and family.cadence == "info" else "eval.eval_every"
             out[f"search.metric: {metric} is reported every {getattr(cfg.eval, every.split('.')[1])} rounds, but a "
                 f"searcher and a scheduler read it in every report; set trial.{every}: 1"] = None
+    if spec.search["scheduler"]:
+        # ASHA counts grace_period in rounds (Tune's training_iteration): past the longest trial it can stop nothing,
+        # and Tune refuses it only once the study has started
+        try:
+            rounds = max(num_rounds(TrialConfig.from_flat(f)) for f in spec.trial_flats())
+        except (ConfigError, TypeError, ValueError, OverflowError):
+            rounds = None  # reported by the trial check
+        grace = spec.search["grace_period"]
+        if rounds is not None and grace > rounds:
+            out[f"search.grace_period: {grace} rounds, but the trials train {rounds} round(s) (optim.epochs, or "
+                f"optim.steps / optim.round_steps); expected an integer from 1 to {rounds}"] = None
     for path, (kind, args) in spec.search["space"].items():
         label = spec.labels.get(path, f"search.space.{path}")
         values = args if kind == "choice" else [args[0], args[1] - 1 if kind.endswith("randint") else args[1]]
@@ -850,6 +887,34 @@ def _exists(path: Any) -> bool:
         return Path(str(path)).expanduser().exists()
     except (OSError, ValueError):  # a NUL byte, a name too long
         return False
+
+
+def _folder_problem(path: Any) -> str | None:
+    """Why ``path`` is not an existing folder ("does not exist", "is a file, not a folder"), or None."""
+    if not _exists(path):
+        return "does not exist"
+    try:
+        return None if Path(str(path)).expanduser().is_dir() else "is a file, not a folder"
+    except (OSError, ValueError):
+        return "cannot be read"
+
+
+def _xdomain_root_problems(spec: "StudySpec") -> list[str]:
+    """eval.xdomain_<side>_root, wherever the spec sets it (trial, grid, an arm): an existing folder. Checked with
+    the spec, so a wrong path is named as the setting it is, not as the training data's data.<side>.root."""
+    out: dict[str, None] = {}
+    for side in ("image", "sound"):
+        path = f"eval.xdomain_{side}_root"
+        values = [(spec.labels.get(path, f"trial.{path}"), spec.base.get(path))]
+        values += [(spec.labels.get(path, f"grid.{path}"), v) for v in spec.grid.get(path, [])]
+        values += [(f"arms.{n}.{path}", a[path]) for n, a in spec.arms.items() if path in a]
+        for label, root in values:
+            manifest = spec.base.get(f"eval.xdomain_{side}_source") == "manifest"
+            why = ("does not exist" if not _exists(root) else None) if manifest else _folder_problem(root)
+            if isinstance(root, str) and why:
+                out[f"{label}: {_show_path(root)} {why} (expected the other dataset's folder, "
+                    "root/<class>/files)"] = None
+    return list(out)
 
 
 def _show_path(path: Any) -> str:
@@ -881,6 +946,7 @@ def _trial_problems(spec: StudySpec, smoke: bool = False, distinct: bool = True)
     short = {v: k for k, v in SHORT_NAMES.items()}
     configs: dict[TrialConfig, int] = {}
     flats = spec.trial_flats()
+    arms = [arm for arm, _ in spec.grid_points()]
     for index, flat in enumerate(flats):
         try:
             cfg = TrialConfig.from_flat(flat)
@@ -889,6 +955,8 @@ def _trial_problems(spec: StudySpec, smoke: bool = False, distinct: bool = True)
                 path, _, what = problem.partition(":")
                 if smoke and path in spec.smoke:
                     label = spec.labels.get(f"smoke:{path}", f"smoke.{path}")
+                elif f"arm:{arms[index]}:{path}" in spec.labels:  # set by this trial's arm, not the first one's
+                    label = spec.labels[f"arm:{arms[index]}:{path}"]
                 elif path in spec.labels:
                     label = spec.labels[path]
                 elif path in spec.grid:
@@ -965,4 +1033,7 @@ def shrink_for_smoke(spec: StudySpec) -> StudySpec:
     problems = _trial_problems(shrunk, smoke=True)
     if problems:
         raise SpecError(spec.source_path or "<spec>", [f"{p} (with --smoke)" for p in problems])
+    if search is not None and search["scheduler"]:  # the smoke rounds are few: a grace period cannot outlast them
+        rounds = max(num_rounds(TrialConfig.from_flat(f)) for f in shrunk.trial_flats())
+        search["grace_period"] = min(search["grace_period"], rounds)
     return shrunk

@@ -172,3 +172,45 @@ def test_data_root_alone_exits_2(env, tmp_path, capsys):
     missing = tmp_path / "nonexistent"
     assert main(["--set", f"data.sound.root={missing}", "--out", str(tmp_path / "o")]) == 2
     assert str(missing) in capsys.readouterr().err
+
+
+# Issue 22: the inputs that ended bma-trial in a traceback (or took 40-50 s and 4-5 GB) are refused with exit 2, a
+# message naming the option and what was expected, and nothing written. (id, write the input into tmp, arguments,
+# expected fragments); "TMP" in an argument is the case's folder.
+BOMB = 'l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n' + "".join(
+    f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 10)) + "model: {tau_m: *l9}\n"
+BAD_INPUT = [
+    ("alias bomb", lambda d: (d / "c.yaml").write_text(BOMB), ["--config", "TMP/c.yaml"],
+     ["--config", "c.yaml", "aliases", "50,000"]),
+    ("latin-1 config", lambda d: (d / "c.yaml").write_bytes("model: {variant: bma}  # caf\xe9\n".encode("latin-1")),
+     ["--config", "TMP/c.yaml"], ["--config", "c.yaml", "not UTF-8", "saved as UTF-8"]),
+    ("folder as config", lambda d: (d / "c.yaml").mkdir(), ["--config", "TMP/c.yaml"],
+     ["--config", "c.yaml", "is a folder", "expected a YAML file"]),
+    ("missing config", lambda d: None, ["--config", "TMP/c.yaml"], ["--config", "c.yaml", "no such file"]),
+    ("malformed --set value", lambda d: None, ["--set", "tau_m=[0.1"],
+     ["--set tau_m=[0.1", "expected KEY=VALUE", "YAML", "not valid YAML"]),
+    ("--out is a file", lambda d: (d / "o").write_text("x"), ["--set", "tau_m=0.1", "--out", "TMP/o"],
+     ["--out", "is a file", "expected a folder"]),
+    ("--out below a file", lambda d: (d / "o").write_text("x"), ["--set", "tau_m=0.1", "--out", "TMP/o/trial"],
+     ["--out", "o/trial", "a file", "expected a folder"]),
+]
+
+
+@pytest.mark.parametrize(("make", "args", "parts"), [c[1:] for c in BAD_INPUT], ids=[c[0] for c in BAD_INPUT])
+def test_bad_input_is_exit_2_naming_the_option_with_nothing_written(tmp_path, capsys, make, args, parts):
+    import tracemalloc
+
+    make(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    tracemalloc.start()
+    try:
+        code = main([a.replace("TMP", str(tmp_path)) for a in args])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: ") and "Traceback" not in err, err
+    assert all(p in err for p in parts), f"{parts} not all in: {err}"
+    assert peak < 64 << 20, f"{peak / 2 ** 20:.0f} MiB to refuse it: not bounded"  # the bomb took 4-5 GB
+    assert sorted(p.name for p in tmp_path.iterdir()) == before, "nothing written"

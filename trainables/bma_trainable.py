@@ -85,9 +85,11 @@ def placement(cfg: TrialConfig) -> dict[str, str]:
 
     from bma.trainer import resolve_device
 
+    import torch
+
     where = (ray.get_runtime_context().get_node_id(), socket.gethostname(),
              ",".join(str(g) for g in ray.get_gpu_ids()), str(resolve_device(granted_device(cfg))))
-    return dict(zip(R.PLACEMENT, where))
+    return {**dict(zip(R.PLACEMENT, where)), R.THREADS: str(torch.get_num_threads())}
 
 
 def trial_config(tune_config: dict, base: dict) -> tuple[TrialConfig, dict, list | None]:
@@ -142,8 +144,12 @@ def train_bma(tune_config: dict, study: StudyContext, data: dict[str, "TrialData
             # never a metric logged twice for one epoch.
             try:
                 tune.report(scalar_metrics(metrics), checkpoint=tune.Checkpoint.from_directory(folder))
-            except SystemExit:  # a scheduler (ASHA) stopped the trial: its last epoch still reaches MLflow
-                tracker.log_epoch(epoch, metrics)
+            except SystemExit:
+                # Ray stopped the trial: a scheduler (ASHA) ended it early, or the study was interrupted (Ctrl-C).
+                # The trial cannot tell which; the driver can (Tune's trial status) and ends the run accordingly
+                # (mark_stopped_early logs this epoch from Tune's last result; mark_interrupted leaves it to the
+                # resume, which backfills what Tune checkpointed: an epoch logged here that Tune never registered
+                # would be trained and logged again).
                 if epoch < rounds:
                     raise
                 # stopped at its last round: the trial is complete, and ends as one (artifacts, finish)
@@ -160,9 +166,8 @@ def train_bma(tune_config: dict, study: StudyContext, data: dict[str, "TrialData
             write_trial_artifacts(Path(folder), cfg, result, last.get("state"), resume_dir, curves=study.trial_plots)
             tracker.log_artifacts(folder)
         tracker.finish(result.regime_counts)
-    except SystemExit:  # Ray's stop of a trial a scheduler ended early: finished, and marked as such
-        tracker.finish({}, stopped_early=True)
-        raise
+    except (SystemExit, KeyboardInterrupt):  # stopped by Ray (a scheduler, or the study interrupted): the driver
+        raise  # ends the run, as stopped early or as interrupted (study/run.py settle_runs)
     except BaseException as exc:
         tracker.fail(exc)
         raise

@@ -186,13 +186,21 @@ class TrialTracker:
             found = retry(lambda: self.client.search_runs([experiment_id], f"tags.`{R.TRIAL_KEY}` = '{key}'",
                                                           max_results=1))
             run_id = found[0].info.run_id if found else None
+            owner = found[0].data.tags.get(R.TRIAL_ID) if found else None
+            if run_id is not None and ((owner or tune_trial_id) != tune_trial_id or retry(
+                    lambda: self.client.get_metric_history(run_id, LOGGED_EVERY_ROUND))):
+                # Never two Tune trials in one run, never a round logged twice: the run belongs to another trial (a
+                # search sampled one configuration twice; a study started again with --fresh; a driver killed
+                # before Tune saved this trial), or this attempt starts from round 1 without a checkpoint but the
+                # run holds rounds. A new run; the analysis keeps the latest finished run per cell and seed.
+                run_id = None
         if run_id is None:
             flat = cfg.to_flat()
             tags = {
                 R.ROLE: R.ROLE_TRIAL, R.STUDY: study, R.PARENT: parent_run_id,
                 R.VARIANT: cfg.model.variant, R.REGIME: R.regime_name(flat, with_seed=False),
                 R.SEED: str(cfg.regime.seed), R.TRIAL_KEY: key, R.TRIAL_ID: tune_trial_id,
-                R.GIT_COMMIT: commit or git_commit(), R.STATUS: "running", R.ATTEMPTS: "1",
+                R.GIT_COMMIT: commit or git_commit(), R.STATUS: R.STATUS_RUNNING, R.ATTEMPTS: "1",
                 **({R.ARM: arm} if arm else {}), **(tags or {}),
             }
             name = R.run_name(flat, axes, key, arm)
@@ -206,7 +214,7 @@ class TrialTracker:
             run = retry(lambda: self.client.get_run(run_id))
             attempts = int(run.data.tags.get(R.ATTEMPTS, "1")) + 1
             more = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
-            retry(lambda: self.client.log_batch(run_id, tags=[RunTag(R.STATUS, "running"),
+            retry(lambda: self.client.log_batch(run_id, tags=[RunTag(R.STATUS, R.STATUS_RUNNING),
                                                               RunTag(R.ATTEMPTS, str(attempts))] + more))
             if run.info.status != "RUNNING":
                 retry(lambda: self.client.update_run(run_id, status="RUNNING"))
@@ -238,7 +246,7 @@ class TrialTracker:
     def finish(self, summary: dict[str, Any], stopped_early: bool = False) -> None:
         """The run ends FINISHED; a trial a scheduler stopped early is tagged bma.stopped_early=true (the analysis
         counts it, and says so)."""
-        tags = [RunTag(R.STATUS, "finished")] + [RunTag(f"{R.REGIME_COUNT}{k}", str(v)) for k, v in summary.items()]
+        tags = [RunTag(R.STATUS, R.STATUS_FINISHED)] + [RunTag(f"{R.REGIME_COUNT}{k}", str(v)) for k, v in summary.items()]
         if stopped_early:
             tags.append(RunTag(R.STOPPED_EARLY, "true"))
         retry(lambda: self.client.log_batch(self.run_id, tags=tags))
@@ -246,7 +254,7 @@ class TrialTracker:
 
     def fail(self, error: BaseException) -> None:
         text = f"{type(error).__name__}: {error}"[:4000]
-        retry(lambda: self.client.log_batch(self.run_id, tags=[RunTag(R.STATUS, "failed"), RunTag(R.ERROR, text)]))
+        retry(lambda: self.client.log_batch(self.run_id, tags=[RunTag(R.STATUS, R.STATUS_FAILED), RunTag(R.ERROR, text)]))
         retry(lambda: self.client.set_terminated(self.run_id, status="FAILED"))
 
 
@@ -280,8 +288,23 @@ def mark_stopped_early(tracking_uri: str, experiment_id: str, parent_run_id: str
             complete = int(epoch) >= num_rounds(TrialConfig.from_flat(run.data.params))
         except (ValueError, TypeError):  # no epoch reported, or params that no longer make a config
             complete = False
-        tags = [RunTag(R.STATUS, "finished")] + ([] if complete else [RunTag(R.STOPPED_EARLY, "true")])
+        tags = [RunTag(R.STATUS, R.STATUS_FINISHED)] + ([] if complete else [RunTag(R.STOPPED_EARLY, "true")])
         retry(lambda: client.log_batch(run.info.run_id, tags=tags))
         retry(lambda: client.set_terminated(run.info.run_id, status="FINISHED"))
         marked += 1
     return marked
+
+
+def mark_interrupted(tracking_uri: str, experiment_id: str, parent_run_id: str) -> int:
+    """After an interrupted study (Ctrl-C): every trial run of the study still RUNNING was cut off mid-training.
+    Tag it interrupted and end it KILLED (study/record.py STATUSES): not finished, not stopped early, and not a
+    result; the rerun of the study's command resumes the trial from its checkpoint into this same run. Call it after
+    the trials' processes are gone (ray.shutdown), so no trial writes after it. Returns how many runs were marked."""
+    client = MlflowClient(tracking_uri)
+    running = retry(lambda: client.search_runs(
+        [experiment_id], f"tags.`{R.PARENT}` = '{parent_run_id}' and attributes.status = 'RUNNING'",
+        max_results=10_000))
+    for run in running:
+        retry(lambda: client.log_batch(run.info.run_id, tags=[RunTag(R.STATUS, R.STATUS_INTERRUPTED)]))
+        retry(lambda: client.set_terminated(run.info.run_id, status=R.MLFLOW_INTERRUPTED))
+    return len(running)

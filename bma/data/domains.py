@@ -60,7 +60,11 @@ def dataset_domain(store: FeatureStore, kind: str, source: str, root: str | None
     training data does not have are dropped. DataError naming the setting when no class matches."""
     side = "image" if kind == "images" else "sound"
     src = SourceConfig(source, root=root)
-    fs = store.images(src, feats, "test") if kind == "images" else store.sounds(src, feats, "test")
+    try:
+        fs = store.images(src, feats, "test") if kind == "images" else store.sounds(src, feats, "test")
+    except DataError as exc:  # the loaders name the training data's settings; these are eval.xdomain_<side>_*
+        text = str(exc).replace(f"data.{side}.root", f"eval.xdomain_{side}_root")
+        raise DataError(text.replace(f"data.{side}.source", f"eval.xdomain_{side}_source")) from None
     index = {name: i for i, name in enumerate(train_classes)}
     mapping = np.asarray([to_common[index[c]] if c in index else -1 for c in fs.classes], dtype=np.int64)
     y = mapping[fs.y.numpy()]

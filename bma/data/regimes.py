@@ -340,7 +340,8 @@ def _check_size(n: int, available: int, source: str, what: str, cfg: RegimeConfi
     if n <= available:
         return
     hint = "; set regime.expand_sounds: true to reuse clips with augmentation" if expandable else ""
-    setting = _size_setting(cfg, what)
+    # the pairs alone overflow the pool: no unpaired size (an explicit 0 included) is to blame
+    setting = "regime.pairs" if cfg.pairs is not None and cfg.pairs > available else _size_setting(cfg, what)
     pairs = "" if setting == "regime.train_size" else f" ({n} = pairs + unpaired {what})"
     raise RegimeError(
         f"{setting}: {n} {what} requested{pairs}, but {source}'s train split has {available} "

@@ -411,7 +411,8 @@ def _folder_listing(root: Path, split: str, extensions: tuple[str, ...], field: 
     ``root/train/<class>`` + ``root/test/<class>`` when both exist, else ``root/<class>`` with the hash split.
     """
     if not root.is_dir():
-        raise DataError(f"{field}.root={root}: folder does not exist; expected root/<class>/*{'|*'.join(extensions)}")
+        what_is = "is a file, not a folder" if root.exists() else "folder does not exist"
+        raise DataError(f"{field}.root={root}: {what_is}; expected root/<class>/*{'|*'.join(extensions)}")
     explicit = (root / "train").is_dir(), (root / "test").is_dir()
     if any(explicit) and not all(explicit):
         have, missing = ("train", "test") if explicit[0] else ("test", "train")

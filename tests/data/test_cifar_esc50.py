@@ -211,9 +211,11 @@ def test_the_cifar_esc50_smoke_study_runs_on_generated_fixtures(tmp_path):
     assert made.returncode == 0, made.stderr[-2000:]
     env = {**os.environ, "BMA_DATA_MIRROR": str(mirror), "BMA_CACHE_DIR": str(tmp_path / "cache"),
            "BMA_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, str(REPO / "study" / "run.py"), str(REPO / "study" / "specs" /
-                                                                                 "cifar_esc50.yaml"), "--smoke"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=840)
+    # from the checkout, as the spec's launch line says (its class map path is relative to it); results in tmp_path
+    proc = subprocess.run([sys.executable, "study/run.py", "study/specs/cifar_esc50.yaml", "--smoke",
+                           "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                           "--storage", str(tmp_path / "ray_results")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=840)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     from mlflow.tracking import MlflowClient
 

@@ -326,7 +326,7 @@ MALFORMED = [
     ("unknown top-level key", VALID + "gird: {seed: [0]}\n", ["gird", "unknown top-level key", "grid"]),
     ("unknown grid key", VALID.replace("seed: [0, 1]", "sede: [0, 1]"), ["grid.sede", "unknown setting"]),
     ("data path in grid", VALID.replace("seed: [0, 1]", "data.image.source: [mnist]"),
-     ["grid.data.image.source", "unknown setting"]),
+     ["grid.data.image.source", "data settings are study-wide", "data: section"]),
     ("grid value not a list", VALID.replace("seed: [0, 1]", "seed: 0"), ["grid.seed", "expected a list", "got 0"]),
     ("empty grid list", VALID.replace("seed: [0, 1]", "seed: []"), ["grid.seed", "empty list"]),
     ("empty grid", VALID.replace("grid: {pairing_ratio: [0.1, 0.5], seed: [0, 1]}", "grid: {}"),
