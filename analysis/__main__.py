@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         uri = resolve_tracking_uri(args.tracking_uri)
         if uri.lower().startswith(("http://", "https://")):
             # A server that is not there, or accepts and never answers: said in seconds, not after the retries
-            from trainables.tracking import server_problem
+            from analysis.store import server_problem
 
             problem = server_problem(uri)
             if problem:

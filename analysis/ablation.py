@@ -98,7 +98,7 @@ def report(study: str, tracking_uri: str | None, out: Path, baseline: str = "bma
     """``data``: the study as collect_study read it already (the study page passes its own), else read here."""
     data = data if data is not None else collect_study(study, tracking_uri)
     everything = data.runs[~data.runs["superseded"]].copy()
-    everything["arm"] = everything["arm"].fillna("")  # the arm tag (study/record.py ARM), as collected
+    everything["arm"] = everything["arm"].fillna("")  # the arm tag (bma/record.py ARM), as collected
     runs = everything[everything["used"]]
     if runs.empty:
         raise AnalysisError(f"study {study}: no finished trial")

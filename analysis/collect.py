@@ -1,6 +1,6 @@
 """Collect one study's trials from MLflow into flat tables (one record per trial, one row per logged value).
 
-Reads only what the study engine writes to MLflow, through the record contract (study/record.py; docs/analysis.md,
+Reads only what the study engine writes to MLflow, through the record contract (bma/record.py; docs/analysis.md,
 "The MLflow schema"): the experiment named after the study, its parent runs (the study's axes), runs tagged
 ``bma.role=trial``, their params (the flat trial config with dotted names, values as strings) and their per-round
 metrics. Nothing here imports the science library; from ``bma`` only the config's field types (``bma.config``).
@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 
 from bma.config import FLAT_TYPES, SHORT_NAMES
-from study import record as R
+from bma import record as R
 from analysis.aggregate import VALUE_PREFIXES
-from study.record import DEFAULT_TRACKING_URI, SEED_KEY, VARIANT_KEY
+from bma.record import DEFAULT_TRACKING_URI, SEED_KEY, VARIANT_KEY
 
 log = logging.getLogger("analysis")
 
@@ -43,7 +43,7 @@ class StudyData:
     runs: pd.DataFrame  # one row per trial run (see RUN_COLUMNS_DOC in docs/analysis.md)
     histories: pd.DataFrame  # run_id, metric, step, value
     metrics: list[str]  # metric names collected (sorted)
-    keys: list[str]  # cell keys: the study's recorded axes (study/record.py AXES), classic axes first
+    keys: list[str]  # cell keys: the study's recorded axes (bma/record.py AXES), classic axes first
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -61,9 +61,9 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
 
 
 def open_client(uri: str):
-    """A read-only MlflowClient for the existing store ``uri`` (study/read_store.py: a missing, empty or non-SQLite
+    """A read-only MlflowClient for the existing store ``uri`` (analysis/store.py: a missing, empty or non-SQLite
     file is refused, never created or migrated); AnalysisError when there is no store or it cannot be reached."""
-    from study.read_store import StoreError, open_read_only
+    from analysis.store import StoreError, open_read_only
 
     try:
         return open_read_only(uri)
@@ -458,7 +458,7 @@ def collect_study(
 def study_sesoi(study: str, tracking_uri: str | None = None, parent_run: str | None = None,
                 client=None) -> tuple[dict[str, float], list[str]]:
     """The smallest effects of interest the study declared (spec ``analysis.sesoi``), as the driver records them on
-    the parent run (tag study.record.SESOI, JSON {metric glob: delta}); ({}, notes) when none is recorded.
+    the parent run (tag bma.record.SESOI, JSON {metric glob: delta}); ({}, notes) when none is recorded.
 
     A study invoked with several versions of its spec has several parent runs: they should agree; if they do not,
     the latest parent's mapping is used and a note says so. ``parent_run``: only that invocation's."""

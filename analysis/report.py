@@ -38,7 +38,7 @@ from analysis.collect import AnalysisError, StudyData, collect_study, find_exper
     resolve_tracking_uri, short_name
 from analysis.compare import VARIANT_COLUMNS, compare_variants
 from analysis.tables import fmt_ci, fmt_key, fmt_num, fmt_p
-from study import record as R
+from bma import record as R
 
 log = logging.getLogger("analysis")
 

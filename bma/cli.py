@@ -37,9 +37,9 @@ MAX_CONFIG_BYTES = 1 << 20  # a trial's settings are a short text file; anything
 
 def config_from_args(config_file: str | None, overrides: list[str]) -> TrialConfig:
     """The trial config of --config and the --set overrides; ConfigError naming the option at fault. The YAML goes
-    through the study spec's reader and bounded parser (study/spec.py owns them: UTF-8 text only, duplicate keys and
+    through the bounded reader study specs use (bma/text_input.py owns it: UTF-8 text only, duplicate keys and
     alias bombs refused before anything is built)."""
-    from study.spec import SpecError, parse_yaml, read_text_file
+    from bma.text_input import SpecError, parse_yaml, read_text_file
 
     flat: dict = {}
     if config_file:

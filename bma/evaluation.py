@@ -1,6 +1,6 @@
 """Evaluation on the official test splits: linear probes, cross-modal retrieval, association accuracy.
 
-Definitions (one name, one meaning; each family is registered with its direction and split in study/record.py):
+Definitions (one name, one meaning; each family is registered with its direction and split in bma/record.py):
 - ``acc/<modality>_probe_f`` / ``_probe_h``: accuracy of a multinomial logistic-regression probe fitted on the
   frozen train-set features f (or h = [f; f_mem]) of the regime's training samples, scored on the test split.
 - ``retrieval/i2s_r{1,5}``: class-level recall@K in the contrastive space: an image query (Z_v) counts as a hit when

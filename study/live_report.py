@@ -37,7 +37,7 @@ import time
 
 from ray.tune import Callback
 
-from study import record as R
+from bma import record as R
 
 log = logging.getLogger("study.live_report")
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from analysis import verdicts as V
-from study import record as R
+from bma import record as R
 
 PRECISION_KEYS = {"contrasts", "target", "seeds_per_round", "max_seeds"}
 CONTRAST_KEYS = {"name", "metric", "a", "b"}
@@ -176,7 +176,7 @@ def parse_precision(raw: Any, grid: dict[str, list], arms: dict, searching: bool
         family = R.metric_family(metric) if isinstance(metric, str) else None
         if family is None:
             problems.append(f"{where}.metric: {show(metric)} is not a metric the trials report "
-                            "(study/record.py METRICS lists the families)")
+                            "(bma/record.py METRICS lists the families)")
         cells = {}
         for side in ("a", "b"):
             cell = item.get(side)

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from study import record as R
+from bma import record as R
 
 _DRIVER_VIEW: "StudyProgress | None" = None  # the view this process's study drives (the latest built)
 
@@ -32,7 +32,7 @@ def _driver_view(total: int, metric: str, mode: str) -> "StudyProgress":
 class StudyProgress(Callback):
     def __init__(self, total: int, metric: str, live: bool = True, mode: str | None = None):
         """``mode``: max (the best value is the largest) or min; by default the metric registry's direction
-        (study/record.py). ValueError for a metric that has no better value."""
+        (bma/record.py). ValueError for a metric that has no better value."""
         global _DRIVER_VIEW
         if mode is None and (why := R.direction_problem(metric)):
             raise ValueError(why)

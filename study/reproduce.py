@@ -6,7 +6,7 @@
 A trial is rebuilt from its record alone (``TrialConfig.from_flat(run.params)``: every setting is logged), trained
 in this process with the torch thread count the trial ran with (its ``bma.torch_threads`` tag; a float sum's order
 depends on it), and its final metrics are printed next to the recorded ones. The store is only read: it must exist
-(study/read_store.py opens it read-only; nothing is created or migrated). Exit 0 when every compared metric is equal
+(analysis/store.py opens it read-only; nothing is created or migrated). Exit 0 when every compared metric is equal
 within --tolerance, 1 when one differs, 2 on bad input.
 """
 
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
-from study import record as R  # noqa: E402
+from bma import record as R  # noqa: E402
 
 DEFAULT_METRICS = ("acc/sound_probe_h/k5", "acc/sound_probe_h/k20", "acc/image_probe_h/k5", "loss/total")
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args.tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or R.DEFAULT_TRACKING_URI
 
     from bma.config import ConfigError, TrialConfig
-    from study.read_store import StoreError, open_read_only
+    from analysis.store import StoreError, open_read_only
 
     try:
         client = open_read_only(args.tracking_uri)

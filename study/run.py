@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
-from study import record as R  # noqa: E402
+from bma import record as R  # noqa: E402
 from study import storage as results_store  # noqa: E402
 from study.spec import SpecError, StudySpec, load_spec  # noqa: E402
 from study.storage import FINGERPRINT_FILE, StorageError  # noqa: E402,F401  (FINGERPRINT_FILE: kept importable)
@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--storage", default=None, help="Tune results folder or s3://, gs:// URI; default ./ray_results")
     p.add_argument("--num-cpus", type=_positive_int, default=None, help="CPUs of the embedded Ray (default: all)")
     p.add_argument("--metric", default=None, help="metric whose best value the progress view shows (default: a "
-                   f"search's metric, else {R.PROGRESS_METRIC}); max or min as study/record.py METRICS says")
+                   f"search's metric, else {R.PROGRESS_METRIC}); max or min as bma/record.py METRICS says")
     p.add_argument("--fresh", action="store_true", help="start over: set aside earlier Tune results of this study name")
     p.add_argument("--validate-only", action="store_true", help="check the spec, the results store and folders, and the data; start nothing")
     p.add_argument("-v", "--verbose", action="store_true", help="show Ray's and Tune's own logs")
@@ -84,7 +84,7 @@ def tracking_problem(uri: str) -> str | None:
                     "trials)")
         return None
     if scheme in ("http", "https"):
-        from trainables.tracking import server_problem
+        from analysis.store import server_problem
 
         return server_problem(uri)
     try:
@@ -247,6 +247,17 @@ def threshold_env() -> dict[str, str]:
 
     value = os.environ.get(IN_MEMORY_MAX_MB_ENV)
     return {} if value is None else {IN_MEMORY_MAX_MB_ENV: value}
+
+
+# How long a reused trial actor waits for the previous trial's training thread to end (Ray's default: 2 s). A trial
+# that ASHA stopped, or that is still writing its last MLflow records, can take longer on a loaded machine; the
+# next trial on that actor then failed ("Trainable runner reuse requires reset_config()"), by chance. Waiting is
+# for an event (the thread's end), so a generous bound costs nothing when the thread ends at once.
+ACTOR_REUSE_WAIT_S = "300"
+
+
+def actor_reuse_env() -> dict[str, str]:
+    return {"TUNE_FUNCTION_THREAD_TIMEOUT_S": os.environ.get("TUNE_FUNCTION_THREAD_TIMEOUT_S", ACTOR_REUSE_WAIT_S)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -493,7 +504,8 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
             logging_level=logging.INFO if args.verbose else logging.ERROR,
             configure_logging=True,
             ignore_reinit_error=True,
-            runtime_env={"env_vars": {ZERO_COPY: os.environ.get(ZERO_COPY, "1"), **threshold_env()}},
+            runtime_env={"env_vars": {ZERO_COPY: os.environ.get(ZERO_COPY, "1"), **threshold_env(),
+                                      **actor_reuse_env()}},
         )
     except Exception as exc:  # a wrong --address, no cluster there, a Ray that cannot start
         lines = str(exc).strip().splitlines()

@@ -16,7 +16,7 @@ from ray import tune
 
 from bma.config import TrialConfig, effective_config
 from bma.trainer import TrialData, data_identity, fit
-from study import record as R
+from bma import record as R
 from trainables.tracking import TrialTracker, finished_run
 
 RUN_ID_FILE = "mlflow_run.json"
@@ -38,7 +38,7 @@ class StudyContext:
     driver_ip: str | None = None
     remote_tracking_uri: str | None = None  # the loopback tracking URI as reachable from other machines
     git_commit: str | None = None  # the driver's code version, computed once per study
-    axes: tuple[str, ...] = ()  # the study's axes (study/record.py): each trial's run name shows its values
+    axes: tuple[str, ...] = ()  # the study's axes (bma/record.py): each trial's run name shows its values
     trial_plots: bool = False  # the spec's trial_plots: each trial draws curves.png
 
     def tracking_uri_here(self) -> str:

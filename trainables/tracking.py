@@ -1,4 +1,4 @@
-"""MLflow records of a study, written through the record contract in study/record.py (its module doc has the
+"""MLflow records of a study, written through the record contract in bma/record.py (its module doc has the
 layout: experiment, parent run, trial runs, their tags, params and metrics).
 """
 
@@ -17,80 +17,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from bma.config import TrialConfig
-from study import record as R
+from bma import record as R
 
-T = TypeVar("T")
-
-
-def retry(call: Callable[[], T], attempts: int = 8, what: str = "MLflow call") -> T:
-    """SQLite stores refuse concurrent writers with 'database is locked': back off and retry; servers blip too.
-
-    A request to a tracking server is not retried here: MLflow's REST client has already retried it with its own
-    backoff (MLFLOW_HTTP_REQUEST_MAX_RETRIES, default 7, each attempt up to MLFLOW_HTTP_REQUEST_TIMEOUT s), and
-    retrying on top multiplied that into more than 10 silent minutes for a server that is not there."""
-    delay = 0.2
-    for attempt in range(attempts):
-        try:
-            return call()
-        except Exception as exc:  # MlflowException, sqlalchemy OperationalError, requests errors
-            text = str(exc).lower()
-            transient = any(s in text for s in ("locked", "busy", "timed out", "connection", "temporarily", "503", "502"))
-            if "api request to" in text:  # MLflow's REST layer: its retries are spent
-                transient = False
-            if not transient or attempt == attempts - 1:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
-    raise AssertionError("unreachable")
-
-
-# A reachability probe of a tracking server: at most one retry and 10 s per attempt (smaller values the user set in
-# these variables win). MLflow's defaults (7 retries of up to 120 s, exponential backoff) keep a command silent for
-# many minutes before it says the server is not there; trials keep them, so a server that blips mid-study is waited
-# for.
-PROBE_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": 1, "MLFLOW_HTTP_REQUEST_TIMEOUT": 10}
-
-
-def server_problem(uri: str) -> str | None:
-    """Why the tracking server at ``uri`` (http/https) cannot be used, in one line, or None: one cheap request
-    (search one experiment) under PROBE_LIMITS."""
-    saved = {k: os.environ.get(k) for k in (*PROBE_LIMITS, "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
-                                            "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER")}
-    limits = {}
-    for key, cap in PROBE_LIMITS.items():
-        try:
-            limits[key] = max(0, min(cap, int(saved[key]))) if saved[key] else cap
-        except ValueError:
-            limits[key] = cap
-    limits["MLFLOW_HTTP_REQUEST_TIMEOUT"] = max(1, limits["MLFLOW_HTTP_REQUEST_TIMEOUT"])
-    os.environ.update({k: str(v) for k, v in limits.items()})
-    os.environ.update({"MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0"})
-    retries_log = logging.getLogger("urllib3.connectionpool")
-    level = retries_log.level
-    retries_log.setLevel(logging.ERROR)  # "Retrying (Retry(total=0 ...": the one-line answer below says it
-    try:
-        MlflowClient(uri).search_experiments(max_results=1)
-    except Exception as exc:  # MlflowException wrapping requests' errors, an HTTP error status
-        text = str(exc)
-        attempts = limits["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] + 1
-        if "refused" in text.lower():
-            why = "connection refused: no server listens there"
-        elif "timed out" in text.lower() or "timeout" in text.lower():
-            why = f"no answer within {limits['MLFLOW_HTTP_REQUEST_TIMEOUT']} s" + \
-                (f" ({attempts} attempts)" if attempts > 1 else "")
-        else:
-            lines = text.strip().splitlines()
-            why = f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
-        return (f"--tracking-uri {uri}: the MLflow tracking server cannot be used ({why}); start it "
-                "(e.g. cluster/start_mlflow.sh) or pass another --tracking-uri")
-    finally:
-        retries_log.setLevel(level)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    return None
+# The store helpers every reader and writer shares (retry, the server probe) live at the analysis layer, below this
+# one (tests/test_layers.py); they are imported here under their old names.
+from analysis.store import PROBE_LIMITS, retry, server_problem  # noqa: E402,F401
 
 
 def git_commit() -> str:
@@ -297,7 +228,7 @@ def mark_stopped_early(tracking_uri: str, experiment_id: str, parent_run_id: str
 
 def mark_interrupted(tracking_uri: str, experiment_id: str, parent_run_id: str) -> int:
     """After an interrupted study (Ctrl-C): every trial run of the study still RUNNING was cut off mid-training.
-    Tag it interrupted and end it KILLED (study/record.py STATUSES): not finished, not stopped early, and not a
+    Tag it interrupted and end it KILLED (bma/record.py STATUSES): not finished, not stopped early, and not a
     result; the rerun of the study's command resumes the trial from its checkpoint into this same run. Call it after
     the trials' processes are gone (ray.shutdown), so no trial writes after it. Returns how many runs were marked."""
     client = MlflowClient(tracking_uri)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from analysis.ablation import main, report
-from study import record as R
+from bma import record as R
 from tests.analysis.tracker_store import write_study
 
 ARMS = {"bma": {}, "variance": {"loss.w_variance": 1.0}, "reseed": {"model.slot_reseed_every": 50}}

@@ -18,7 +18,7 @@ from analysis.__main__ import main
 from analysis.collect import collect_study
 from analysis.export import ExportOptions, run_export
 from analysis.plots import accuracy_vs_pairing, info_over_epochs
-from study import record as R
+from bma import record as R
 
 KEYS = ["regime.pairing_ratio", "regime.train_size", "model.memory_slots", "model.tau_m", "model.variant"]
 MAIN = "acc/image_probe_h"

@@ -14,7 +14,7 @@ from analysis.aggregate import summarize
 from analysis.collect import AnalysisError, collect_study
 from analysis.compare import compare_variants
 from analysis.report import PAGE_METRICS, SECTIONS, _cell_label, build_page, write_report
-from study import record as R
+from bma import record as R
 from tests.analysis.tracker_store import write_study
 from tests.browser import Browser, find_chromium
 

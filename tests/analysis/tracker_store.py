@@ -37,10 +37,10 @@ def write_study(root: Path, study: str, trials: Iterable[tuple], axes: tuple[str
 
 
 def record_sesoi(client, parent_run: str, sesoi: dict[str, float]) -> None:
-    """The parent run's SESOI tag, as the contract in study/record.py (R.SESOI) defines it: JSON {glob: delta}.
+    """The parent run's SESOI tag, as the contract in bma/record.py (R.SESOI) defines it: JSON {glob: delta}.
     (The driver's writer of this tag lands with the spec's ``analysis.sesoi``; use it here once it exists.)"""
     import json
 
-    from study import record as R
+    from bma import record as R
 
     client.set_tag(parent_run, R.SESOI, json.dumps(sesoi))

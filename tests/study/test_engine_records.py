@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from bma.config import TrialConfig
-from study import record as R
+from bma import record as R
 
 REPO = Path(__file__).resolve().parents[2]
 STUDY = "quick-smoke"
@@ -72,7 +72,7 @@ def test_every_trial_has_one_complete_run(smoke_study):
         # every metric a trial logs is in the record's registry, for its variant
         unregistered = [m for m in run.data.metrics
                         if (f := R.metric_family(m)) is None or cfg.model.variant not in f.variants]
-        assert not unregistered, f"{run.info.run_name}: not in study/record.py METRICS: {unregistered}"
+        assert not unregistered, f"{run.info.run_name}: not in bma/record.py METRICS: {unregistered}"
     # run names are unique in the study and show the study's axes, recorded on the parent run
     assert len({r.info.run_name for r in runs}) == 8
     parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])

@@ -1,5 +1,5 @@
 """Ctrl-C is not completion: a smoke study whose driver gets SIGINT once a trial has logged a round exits 130 and
-says how to resume; the cut-off trial's MLflow run is marked interrupted (study/record.py STATUSES, MLflow KILLED),
+says how to resume; the cut-off trial's MLflow run is marked interrupted (bma/record.py STATUSES, MLflow KILLED),
 not finished and not stopped early, and the analysis does not count it; rerunning the same command resumes it from
 its checkpoint into the same run and finishes the study with one run per trial and each round logged once.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from study import record as R
+from bma import record as R
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = REPO / "study" / "run.py"

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from study import record as R
+from bma import record as R
 from study.live_report import LiveReport, _driver_report
 from tests.analysis.tracker_store import write_study
 

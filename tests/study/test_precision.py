@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from study import precision as P
-from study import record as R
+from bma import record as R
 from study.spec import SpecError, parse_spec
 from tests.waiting import wait_for
 

@@ -1,5 +1,5 @@
 """Issue 22 (red team): read-only commands never write. The analysis CLIs and study/reproduce.py open the store
-through study/read_store.py: a missing store is refused, not created; a 0-byte or non-SQLite file is refused, not
+through analysis/store.py: a missing store is refused, not created; a 0-byte or non-SQLite file is refused, not
 migrated into MLflow's schema; an existing store is read through SQLite's read-only mode. Each case checks exit 2,
 a message naming --tracking-uri, no traceback, and the store's bytes and mtime unchanged."""
 
@@ -82,7 +82,7 @@ def test_reproduce_trains_with_the_thread_count_the_trial_ran_with(tmp_path, mon
 
     import bma.trainer
     from bma.config import TrialConfig
-    from study import record as R
+    from bma import record as R
     from study import reproduce
 
     db = tmp_path / "mlflow.db"

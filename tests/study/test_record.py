@@ -1,4 +1,4 @@
-"""The trial record's contract (study/record.py), without data or models: one owner, unique run names, the metric
+"""The trial record's contract (bma/record.py), without data or models: one owner, unique run names, the metric
 registry, the axes the analysis groups by, and the progress view that follows a metric's direction."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bma.config import VARIANTS, TrialConfig
-from study import record as R
+from bma import record as R
 from study.spec import SpecError, load_spec, parse_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,7 +20,7 @@ PACKAGES = ("bma", "trainables", "study", "analysis")
 
 
 def test_the_record_imports_nothing_of_the_package():
-    tree = ast.parse((REPO / "study" / "record.py").read_text())
+    tree = ast.parse((REPO / "bma" / "record.py").read_text())
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert not imported & set(PACKAGES), imported
@@ -39,7 +39,7 @@ def test_each_tag_name_is_written_once():
     spelled = {}
     for package in PACKAGES:
         for path in (REPO / package).rglob("*.py"):
-            if path.name == "record.py" and path.parent.name == "study":
+            if path.name == "record.py" and path.parent.name == "bma":
                 continue
             found = _string_literals(path) & tags
             if found:
@@ -49,7 +49,7 @@ def test_each_tag_name_is_written_once():
 
 def test_defaults_are_defined_once():
     """The tracking URI and the bootstrap resamples appear as literals only where they are owned."""
-    owners = {"sqlite:///mlflow.db": "study/record.py"}
+    owners = {"sqlite:///mlflow.db": "bma/record.py"}
     for package in PACKAGES:
         for path in (REPO / package).rglob("*.py"):
             rel = str(path.relative_to(REPO))

@@ -165,7 +165,7 @@ def test_two_trials_of_one_configuration_never_share_a_run(tmp_path):
     from mlflow.tracking import MlflowClient
 
     from bma.config import TrialConfig
-    from study import record as R
+    from bma import record as R
     from trainables.tracking import TrialTracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -23,7 +23,7 @@ SPEC = """
 name: resume
 data: {image: {source: mnist}, sound: {source: fsdd}}
 grid:
-  variant: [unimodal, bma]
+  variant: [paired_only, bma]   # not unimodal: its two pairing ratios would be one trial (common random numbers)
   pairing_ratio: [0.1, 0.5]
   seed: [0]
 trial: {train_size: 300, batch_size: 64, eval: {info_every: 0}}

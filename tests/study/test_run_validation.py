@@ -137,7 +137,7 @@ def test_spec_the_data_cannot_satisfy_exits_2_and_writes_nothing(tmp_path, env):
 def test_validate_only_on_quick_exits_0_and_writes_nothing(tmp_path, env):
     proc = run_driver(tmp_path, QUICK.read_text(), "--validate-only", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "study quick: 8 grid points, 8 distinct trials" in proc.stdout
+    assert "study quick: 8 grid points, 6 distinct trials" in proc.stdout  # unimodal: one trial per seed
     assert "nothing started (--validate-only)" in proc.stdout
     assert left_behind(tmp_path) == []
 

@@ -243,7 +243,7 @@ def direction_problem(name: str) -> str | None:
     for the driver's --metric, a search's metric and the progress view."""
     family = metric_family(name)
     if family is None:
-        return (f"{name} is not a metric the trials report (study/record.py METRICS lists the families, e.g. "
+        return (f"{name} is not a metric the trials report (bma/record.py METRICS lists the families, e.g. "
                 f"{PROGRESS_METRIC}, loss/total, {SELECTION_METRIC})")
     if family.direction is None:
         return f"{name} has no better value ({family.doc}); choose a metric that is maximised or minimised"
