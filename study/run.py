@@ -256,6 +256,14 @@ def threshold_env() -> dict[str, str]:
 ACTOR_REUSE_WAIT_S = "300"
 
 
+def reuse_actors(spec: StudySpec) -> bool:
+    """Whether Tune hands a finished trial's actor to the next trial (saves the actor's start, ~1-2 s a trial).
+    Not with a scheduler: an actor whose trial ASHA stopped could not be reset for the next trial in a resumed
+    study (its training thread never ended; the next trial failed "Trainable runner reuse requires reset_config()",
+    tests/study/test_search.py, about one run in two on a loaded machine), so each trial gets a fresh actor there."""
+    return not (spec.search is not None and spec.search.get("scheduler"))
+
+
 def actor_reuse_env() -> dict[str, str]:
     return {"TUNE_FUNCTION_THREAD_TIMEOUT_S": os.environ.get("TUNE_FUNCTION_THREAD_TIMEOUT_S", ACTOR_REUSE_WAIT_S)}
 
@@ -599,7 +607,8 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
                 tuner = tune.Tuner(
                     trainable,
                     param_space=space,
-                    tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=spec.max_concurrent_trials,
+                    tune_config=tune.TuneConfig(reuse_actors=reuse_actors(spec),
+                                                max_concurrent_trials=spec.max_concurrent_trials,
                                                 **keywords),
                     run_config=run_config,
                 )
