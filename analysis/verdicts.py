@@ -77,8 +77,12 @@ class Contrast:
 ROW_COLUMNS = tuple(Contrast(NAN, 0, NAN, (NAN, NAN), (NAN, NAN), None, UNDETERMINED, NAN, NAN, NAN, "").row())
 
 
-def seeds_needed(sd: float, half_width: float, level: float = 0.95, min_n: int = MIN_SEEDS) -> int:
-    """The smallest n >= ``min_n`` with t_{(1+level)/2, n-1} * sd / sqrt(n) <= half_width.
+SEEDS_NEEDED_CAP = 100_000  # beyond this, "seeds needed" is infinite: no study will run it (and t's df overflows)
+
+
+def seeds_needed(sd: float, half_width: float, level: float = 0.95, min_n: int = MIN_SEEDS) -> float:
+    """The smallest n >= ``min_n`` with t_{(1+level)/2, n-1} * sd / sqrt(n) <= half_width; inf past
+    SEEDS_NEEDED_CAP (a target within rounding of the estimate, e.g. delta - |estimate| ~ 1e-12).
 
     The left side falls with n, and exceeds the normal-quantile version z * sd / sqrt(n), so the search starts at
     the normal-theory n = (z sd / half_width)^2 and steps up by one.
@@ -87,7 +91,10 @@ def seeds_needed(sd: float, half_width: float, level: float = 0.95, min_n: int =
         raise ValueError(f"seeds_needed: needs sd >= 0, half_width > 0, 0 < level < 1 "
                          f"(got {sd}, {half_width}, {level})")
     q = (1 + level) / 2
-    n = max(min_n, 2, int(math.floor((stats.norm.ppf(q) * sd / half_width) ** 2)))
+    normal = (stats.norm.ppf(q) * sd / half_width) ** 2
+    if not normal < SEEDS_NEEDED_CAP:
+        return math.inf
+    n = max(min_n, 2, int(math.floor(normal)))
     while stats.t.ppf(q, n - 1) * sd / math.sqrt(n) > half_width:
         n += 1
     return n
