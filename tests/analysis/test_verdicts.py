@@ -245,3 +245,15 @@ def test_parse_sesoi_and_lookup():
     assert sesoi_for("acc/sound_probe_h/k5", table) == 0.03  # the longer glob wins
     assert sesoi_for("assoc/i2s_acc", table) == 0.05
     assert sesoi_for("retrieval/i2s_r1", table) is None and sesoi_for("acc/x", None) is None
+
+
+def test_seeds_needed_is_infinite_for_a_target_within_rounding():
+    """delta - |estimate| can be ~1e-12: the normal-theory n then overflows t's degrees of freedom (it raised
+    TypeError in scipy on the boost_mirror study); such a target is out of any study's reach."""
+    import math
+
+    from analysis.verdicts import SEEDS_NEEDED_CAP, seeds_needed
+
+    assert seeds_needed(0.03, 1e-12) == math.inf
+    assert seeds_needed(0.03, 0.03 * 1.96 / math.sqrt(SEEDS_NEEDED_CAP) * 0.5) == math.inf
+    assert seeds_needed(0.03, 0.02) < SEEDS_NEEDED_CAP
