@@ -4,13 +4,11 @@ layout: experiment, parent run, trial runs, their tags, params and metrics).
 
 from __future__ import annotations
 
-import logging
 import math
-import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
