@@ -147,10 +147,14 @@ def build_page(study: str, tracking_uri: str | None = None, parent_run: str | No
     try:
         data = collect_study(study, uri, metrics, parent_run, client=client)
     except AnalysisError as exc:
-        if "has no trial runs" not in str(exc):
+        if "has no trial runs" in str(exc):
+            notes.append("no trial has reported yet")
+        elif "no metric of study" in str(exc):  # trial runs, none with a metric: every trial failed before a round
+            notes.append("no trial has reported a metric yet (a trial that failed before its first round has none;"
+                         " its reason is its bma.error tag in MLflow)")
+        else:
             raise
         data = None
-        notes.append("no trial has reported yet")
     with tempfile.TemporaryDirectory(prefix="bma-report-") as tmp:
         return _page(study, uri, exp, record, data, notes, live, tmp)
 
