@@ -164,7 +164,9 @@ def test_optuna_asha_study_resumes_after_sigkill_and_exports(tmp_path: Path, fea
 
     client, runs = _trial_runs(tmp_path)
     assert len(runs) == 4 and len({r.data.tags["bma.trial_key"] for r in runs}) == 4  # one run per trial
-    assert all(r.info.status == "FINISHED" and r.data.tags["bma.status"] == "finished" for r in runs)
+    assert all(r.info.status == "FINISHED" and r.data.tags["bma.status"] == "finished" for r in runs), [
+        (r.info.run_name, r.info.status, r.data.tags.get("bma.status"), r.data.tags.get("bma.attempts"),
+         r.data.tags.get("bma.stopped_early")) for r in runs]
     for run in runs:  # early stopped <=> fewer rounds than its schedule, and then so tagged
         steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss/total"))
         assert steps == list(range(1, len(steps) + 1))
