@@ -402,6 +402,21 @@ def data_refused(spec_path: str, problems: list[str]) -> int:
     return EXIT_BAD_INPUT
 
 
+def last_by_trial_key(results: list, spec: StudySpec, name: str) -> dict:
+    """{KEY_PREFIX + trial key: last metrics} of the trials Tune ended without an error (see mark_stopped_early)."""
+    from trainables.bma_trainable import trial_config
+    from trainables.tracking import KEY_PREFIX, trial_key
+
+    out = {}
+    for r in results:
+        if r.error is None and r.metrics and r.config:
+            try:
+                out[KEY_PREFIX + trial_key(name, trial_config(r.config, spec.base)[0])] = r.metrics
+            except Exception:  # a config that no longer builds: the trial id lookup is all there is
+                continue
+    return out
+
+
 def precision_experiment(name: str, round_index: int) -> str:
     """The Tune experiment of a study's precision round (study.precision): beside the study's own."""
     return f"{name}.precision-{round_index}"
@@ -656,6 +671,7 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
     failed = [r for r in results if r.error is not None]
     if spec.search is not None and spec.search["scheduler"]:
         last = {r.metrics.get("trial_id"): r.metrics for r in results if r.error is None and r.metrics}
+        last.update(last_by_trial_key(results, spec, name))
         mark_stopped_early(tracking_uri, experiment_id, parent_run_id, last)
     stopped = retry(lambda: client.search_runs(
         [experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`bma.stopped_early` = 'true'",

@@ -187,6 +187,9 @@ class TrialTracker:
         retry(lambda: self.client.set_terminated(self.run_id, status="FAILED"))
 
 
+KEY_PREFIX = "key:"  # last_results entries keyed by a trial's key rather than its Tune trial id
+
+
 def mark_stopped_early(tracking_uri: str, experiment_id: str, parent_run_id: str,
                        last_results: dict[str, dict[str, Any]]) -> int:
     """After a study: trial runs still RUNNING although Tune ended their trial without an error were stopped by the
@@ -199,7 +202,10 @@ def mark_stopped_early(tracking_uri: str, experiment_id: str, parent_run_id: str
         max_results=10_000))
     marked = 0
     for run in running:
-        metrics = last_results.get(run.data.tags.get(R.TRIAL_ID, ""))
+        # by Tune's trial id, else by the trial's key (a resumed study's Tune state may name the attempt that left
+        # the run RUNNING by another id than the tag the run carries)
+        metrics = last_results.get(run.data.tags.get(R.TRIAL_ID, "")) or last_results.get(
+            KEY_PREFIX + run.data.tags.get(R.TRIAL_KEY, "-"))
         if metrics is None:
             continue
         epoch = metrics.get("epoch")
