@@ -218,8 +218,7 @@ def expand(plan: PrecisionPlan, grid: dict[str, list], arms: dict, canonical: Ca
     values = {p: ([canonical(p, v) for v in grid[p]] if p != R.ARM else list(arms)) for p in axes}
     out = []
     for c in plan.contrasts:
-        free = [p for p in axes if p not in c.a or p not in c.b]
-        free = [p for p in free if p not in c.a and p not in c.b]
+        free = [p for p in axes if p not in c.a and p not in c.b]
         for combo in itertools.product(*(values[p] for p in free)):
             shared = dict(zip(free, combo))
             a = {**shared, **c.a}

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.waiting import wait_for
+
 REPO = Path(__file__).resolve().parents[2]
 RUN = REPO / "study" / "run.py"
 START_MLFLOW = REPO / "cluster" / "start_mlflow.sh"
@@ -308,10 +310,11 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 node.kill()
             kill_snapshot(before)  # whatever of the node outlived the drain
-        deadline = time.monotonic() + timeout
-        while node.node_id in self.alive_node_ids() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        shutil.rmtree(node.temp_dir, ignore_errors=True)
+        try:  # a drained node is marked dead at once; a killed one after Ray's health checks fail
+            wait_for(lambda: node.node_id not in self.alive_node_ids(), timeout=max(timeout, 60),
+                     what=f"Ray's node table to mark the removed node {node.name} ({node.node_id[:8]}) dead")
+        finally:
+            shutil.rmtree(node.temp_dir, ignore_errors=True)
 
     def alive_node_ids(self) -> set[str]:
         return {info["NodeID"] for info in self.node_infos() if info["Alive"]}
