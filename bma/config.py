@@ -21,6 +21,7 @@ ADDRESSINGS = ("softmax", "sparsemax", "entmax15", "topk")
 ENCODER_OBJECTIVES = ("supervised", "contrastive", "none")
 CYCLE_SPACES = ("feature", "address")
 LR_CONTROLS = ("none", "cycle_plateau")
+RESEED_SOURCES = ("pairs", "unpaired")  # where a dead slot's new contents come from (model.slot_reseed_source)
 
 
 @dataclass(frozen=True)
@@ -118,9 +119,13 @@ class ModelConfig:
     addressing: str = "softmax"  # softmax | sparsemax | entmax15 | topk
     top_k: int = 8  # used by addressing=topk only
     # Improvement switch (a changed memory update rule, for a concentrated H(W)): every slot_reseed_every steps,
-    # slots whose running usage is below slot_dead_usage / n are re-seeded from the features of a recent pair.
+    # slots whose running usage is below slot_dead_usage / n are re-seeded (from slot_reseed_source).
     slot_reseed_every: int = 0  # steps; 0 = off (the paper's rule: slots move by gradient only)
     slot_dead_usage: float = 0.1  # fraction of the uniform usage 1/n under which a slot counts as dead
+    # pairs: slot r of M_v <- a pair's f_v, of M_s <- its f_s. unpaired: from the single batches, which are far more
+    # varied than 50 pairs (re-seeding from pairs halved the effective slots in the ablation): half the dead slots
+    # from an unpaired image (M_s <- what the memory recalls for it), half from an unpaired sound (the mirror)
+    slot_reseed_source: str = "pairs"
 
 
 @dataclass(frozen=True)
@@ -261,7 +266,8 @@ class ConfigError(ValueError):
 # regime.pairs / pairing_ratio (its single-sample pools are the pairs plus the unpaired samples). The LR control is
 # driven by the cycle's I(S; S'), which only bma computes.
 _MEMORY = ("model.memory_slots", "model.tau_m", "model.tau_m_final", "model.addressing", "model.top_k",
-           "model.slot_reseed_every", "model.slot_dead_usage", "loss.w_slot_decorrelation", "loss.w_infomax")
+           "model.slot_reseed_every", "model.slot_dead_usage", "model.slot_reseed_source", "loss.w_slot_decorrelation",
+           "loss.w_infomax")
 _PAIR = ("loss.tau_l", "loss.w_pair", "loss.pair_negatives", "loss.w_address", "loss.w_recall")
 _UNPAIR = ("loss.w_unpair", "loss.cycle_space")
 _LR_CONTROL = ("optim.lr_control", "optim.lr_control_every", "optim.lr_control_factor", "optim.lr_control_patience")
@@ -412,6 +418,8 @@ def validate(cfg: TrialConfig) -> list[str]:
         p.append("optim.lr_control_*: expected every >= 1, patience >= 0, 0 < factor < 1")
     if m.slot_reseed_every < 0 or not 0 <= m.slot_dead_usage < 1:
         p.append("model.slot_reseed_every / slot_dead_usage: expected >= 0 steps and a fraction in [0, 1)")
+    if m.slot_reseed_source not in RESEED_SOURCES:
+        p.append(f"model.slot_reseed_source: expected one of {RESEED_SOURCES}, got {m.slot_reseed_source!r}")
     if lo.tau_encoder <= 0:
         p.append(f"loss.tau_encoder: expected > 0, got {lo.tau_encoder}")
     if lo.encoder_objective not in ENCODER_OBJECTIVES:

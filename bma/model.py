@@ -237,6 +237,30 @@ class BMAMemory(nn.Module):
         self.usage_sound[dead] = 1.0 / n
         return dead
 
+    @torch.no_grad()
+    def reseed_dead_slots_unpaired(self, f_v: torch.Tensor, f_s: torch.Tensor, dead_usage: float,
+                                   generator: torch.Generator | None = None) -> torch.Tensor:
+        """The same rule, fed by the single (unpaired) batches, ``model.slot_reseed_source: unpaired``. Half the dead
+        slots (the even positions of the dead list) take an unpaired image feature in M_v and, in M_s, what the
+        memory recalls for it (V -> S_pseudo); the other half the mirror (an unpaired sound in M_s, its recalled
+        image in M_v). Both recalls are read before any slot is written, so a revived slot is associated through
+        the memory's current mapping rather than through one of few pairs. (B, d) features -> re-seeded indices."""
+        n = self.cfg.memory_slots
+        dead = torch.nonzero((self.usage_image < dead_usage / n) | (self.usage_sound < dead_usage / n)).flatten()
+        if len(dead) == 0 or len(f_v) == 0 or len(f_s) == 0:
+            return dead
+        from_image, from_sound = dead[0::2], dead[1::2]
+        v = f_v[torch.randint(len(f_v), (len(from_image),), generator=generator).to(f_v.device)]
+        s = f_s[torch.randint(len(f_s), (len(from_sound),), generator=generator).to(f_s.device)]
+        _, s_recalled = self.recall(v, "image")
+        _, v_recalled = self.recall(s, "sound")
+        for slots, image_rows, sound_rows in ((from_image, v, s_recalled), (from_sound, v_recalled, s)):
+            self.memory_image[slots] = image_rows.to(self.memory_image.dtype)
+            self.memory_sound[slots] = sound_rows.to(self.memory_sound.dtype)
+        self.usage_image[dead] = 1.0 / n
+        self.usage_sound[dead] = 1.0 / n
+        return dead
+
     def sound_cycle(self, f_s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """S -> I_pseudo -> S': the sound addresses M_s and reads M_v (I_pseudo); I_pseudo addresses M_v, reads M_s."""
         _, i_pseudo = self.recall(f_s, "sound")

@@ -212,8 +212,12 @@ def _train_epoch(cfg: TrialConfig, model: BMAMemory, loss: VariantLoss, optimize
             model.track_usage(pairs["w_v"].detach(), pairs["w_s"].detach())
             every = cfg.model.slot_reseed_every
             if every and (global_step + step + 1) % every == 0:
-                revived = model.reseed_dead_slots(pairs["f_v"].detach(), pairs["f_s"].detach(),
-                                                  cfg.model.slot_dead_usage, aug_reseed)
+                if cfg.model.slot_reseed_source == "unpaired":
+                    revived = model.reseed_dead_slots_unpaired(outputs["f_v"].detach(), outputs["f_s"].detach(),
+                                                               cfg.model.slot_dead_usage, aug_reseed)
+                else:
+                    revived = model.reseed_dead_slots(pairs["f_v"].detach(), pairs["f_s"].detach(),
+                                                      cfg.model.slot_dead_usage, aug_reseed)
                 _reset_adam_rows(optimizer, (model.memory_image, model.memory_sound), revived)
                 reseeded += len(revived)
         for name, v in terms.items():

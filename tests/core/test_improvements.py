@@ -137,6 +137,41 @@ def test_reseed_revives_a_dead_slot():
     assert w_v[:, 3].max() > 0.2  # addressed again
 
 
+def test_reseed_from_unpaired_features_links_each_revived_slot_through_the_memory():
+    torch.manual_seed(0)
+    model = BMAMemory(ModelConfig(memory_slots=6, feature_dim=8, projection_dim=4, encoder_width=2, tau_m=0.05),
+                      image_channels=1, num_classes=10)
+    f_v, f_s = torch.randn(32, 8), torch.randn(32, 8)
+    with torch.no_grad():
+        model.usage_image.fill_(1 / 6)
+        model.usage_sound.fill_(1 / 6)
+        model.usage_image[[1, 4]] = 0.0  # dead: 1 (even position in the dead list) from an image, 4 from a sound
+    before_v, before_s = model.memory_image.detach().clone(), model.memory_sound.detach().clone()
+
+    def recalled(f, key):  # what the memory before re-seeding recalls for f
+        with torch.no_grad():
+            mem = (before_v, before_s) if key == "image" else (before_s, before_v)
+            w = torch.softmax(torch.nn.functional.normalize(f, dim=-1) @ torch.nn.functional.normalize(mem[0], dim=-1).T
+                              / 0.05, dim=-1)
+            return w @ mem[1]
+
+    revived = model.reseed_dead_slots_unpaired(f_v, f_s, dead_usage=0.1, generator=torch.Generator().manual_seed(0))
+    assert revived.tolist() == [1, 4]
+    i = int(torch.nonzero((f_v == model.memory_image[1]).all(dim=1))[0])  # slot 1 of M_v: an unpaired image
+    assert torch.allclose(model.memory_sound[1], recalled(f_v[i : i + 1], "image")[0], atol=1e-5)
+    j = int(torch.nonzero((f_s == model.memory_sound[4]).all(dim=1))[0])  # slot 4 of M_s: an unpaired sound
+    assert torch.allclose(model.memory_image[4], recalled(f_s[j : j + 1], "sound")[0], atol=1e-5)
+    untouched = [0, 2, 3, 5]
+    assert torch.equal(model.memory_image[untouched], before_v[untouched])
+    assert torch.equal(model.memory_sound[untouched], before_s[untouched])
+    assert torch.equal(model.usage_image[[1, 4]], torch.full((2,), 1 / 6))
+
+
+def test_reseed_source_is_validated():
+    with pytest.raises(ConfigError, match="model.slot_reseed_source: expected one of"):
+        TrialConfig().with_updates(**{"model.slot_reseed_source": "labels"})
+
+
 @pytest.mark.slow
 def test_reseed_runs_in_training_and_is_counted(tiny_cfg, small_data):
     # sharp addressing leaves most slots unaddressed in a step: their usage drops below 0.999 / n at once
@@ -144,3 +179,6 @@ def test_reseed_runs_in_training_and_is_counted(tiny_cfg, small_data):
                                                             "model.slot_dead_usage": 0.999})
     final = fit(cfg, data=small_data).final
     assert final["train/reseeded_slots"] > 0
+    unpaired = fit(cfg.with_updates(**{"model.slot_reseed_source": "unpaired"}), data=small_data).final
+    assert unpaired["train/reseeded_slots"] > 0
+    assert unpaired["loss/total"] != final["loss/total"]  # another source, other slots: another trajectory
