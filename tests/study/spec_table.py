@@ -40,6 +40,7 @@ ALLOWED = {
     "optim.lr_control_patience": ">= 0",
     "model.slot_reseed_every": ">= 0",
     "model.slot_dead_usage": "in [0, 1)",
+    "model.slot_reseed_source": "pairs, unpaired",
     "loss.w_variance": ">= 0",
     "loss.w_infomax": ">= 0",
     "eval.label_budgets": "distinct integers >= 1, at least one",

@@ -70,7 +70,13 @@ def problems_of(tmp_path: Path, text: str, smoke: bool = False) -> list[str]:
         ("boost_mirror", 27),  # 3 sound pools x 3 variants x 3 seeds
         ("boost_domains", 24),  # 2 sound SNRs x 2 image pools x 2 variants x 3 seeds
         ("boost_full", 270),  # 6 x 3 x 3 x 5
-        ("ablation", 21),  # 7 arms x 3 seeds
+        ("ablation", 66),  # 11 arms x 2 pair counts x 3 seeds
+        ("stage21_pairing", 36),  # 4 ratios x 3 variants x 3 seeds (27 distinct: unimodal ignores the ratio)
+        ("stage22_slots", 9),  # 3 levels x 3 seeds, and the same for tau_m and tau_l
+        ("stage22_tau_m", 9),
+        ("stage22_tau_l", 9),
+        ("noise_sound", 24),  # 4 SNRs x 2 image pools x 3 seeds
+        ("noise_image", 18),  # 3 noise levels x 2 image pools x 3 seeds
     ],
 )
 def test_shipped_spec_parses_with_its_trial_count(name, n_trials):
@@ -120,6 +126,20 @@ def test_smoke_shrinks_every_shipped_spec(name):
         if key not in full.smoke and key != "optim.epochs":
             assert key in smoke.grid
     assert smoke.fingerprint() != full.fingerprint()
+
+
+@pytest.mark.parametrize("path", sorted(SPECS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_spec_has_a_seconds_long_smoke(path):
+    """`--smoke` of each shipped spec builds valid trials of a few steps (or at most 3 epochs), with the full spec's axes
+    (study/run.py --smoke is what `make smoke-specs` runs end to end)."""
+    full, smoke = shipped(path.stem), shipped(path.stem, smoke=True)
+    trials = smoke.distinct_trials()
+    assert trials
+    for trial in trials:
+        cfg = TrialConfig.from_flat(trial.effective)
+        # a search keeps 3 epochs so its scheduler has rounds to stop trials at
+        assert cfg.optim.steps <= 10 if cfg.optim.steps is not None else cfg.optim.epochs <= 3, path.stem
+    assert set(full.grid) - set(full.smoke) <= set(smoke.grid) | {"optim.epochs"}
 
 
 def test_smoke_keeps_train_sizes_distinct_small_and_ordered():
