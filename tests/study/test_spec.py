@@ -77,6 +77,7 @@ def problems_of(tmp_path: Path, text: str, smoke: bool = False) -> list[str]:
         ("stage22_tau_l", 9),
         ("noise_sound", 24),  # 4 SNRs x 2 image pools x 3 seeds
         ("noise_image", 18),  # 3 noise levels x 2 image pools x 3 seeds
+        ("xdomain", 12),  # 2 image pools x 2 variants x 3 seeds
     ],
 )
 def test_shipped_spec_parses_with_its_trial_count(name, n_trials):
