@@ -76,3 +76,18 @@ def silent_server():
         for connection in accepted:
             connection.close()
         server.close()
+
+
+@pytest.fixture
+def xdomain_sets_here(tmp_path, monkeypatch) -> Path:
+    """A working folder that holds study/specs/xdomain.yaml's cross-domain sets (``out/xdomain/...``, which
+    study/tools/make_xdomain.py writes where a study runs): the spec checks its roots exist when it is loaded, so a
+    test that loads every shipped spec runs from here. Empty class folders: loading the spec reads no file. The
+    other relative paths of the shipped specs (``study/classmaps/...``) resolve as in the checkout, through a link."""
+    from study.tools.make_xdomain import IMAGE_SET, SOUND_SET
+
+    for name in (IMAGE_SET, SOUND_SET):
+        (tmp_path / "out" / "xdomain" / name / "0").mkdir(parents=True)
+    (tmp_path / "study").symlink_to(Path(__file__).resolve().parents[1] / "study", target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -97,7 +97,7 @@ def test_unknown_metrics_are_not_guessed():
 
 
 @pytest.mark.parametrize("spec_file", sorted((REPO / "study" / "specs").glob("*.yaml")), ids=lambda p: p.stem)
-def test_run_names_are_unique_in_every_shipped_study(spec_file):
+def test_run_names_are_unique_in_every_shipped_study(spec_file, xdomain_sets_here):
     spec = load_spec(spec_file)
     if spec.search is not None:
         flats = spec.trial_flats()

@@ -80,7 +80,7 @@ def problems_of(tmp_path: Path, text: str, smoke: bool = False) -> list[str]:
         ("xdomain", 12),  # 2 image pools x 2 variants x 3 seeds
     ],
 )
-def test_shipped_spec_parses_with_its_trial_count(name, n_trials):
+def test_shipped_spec_parses_with_its_trial_count(name, n_trials, xdomain_sets_here):
     spec = shipped(name)
     assert spec.name == name
     assert spec.n_trials == n_trials == math.prod(len(v) for v in spec.grid.values()) * max(1, len(spec.arms))
@@ -130,7 +130,7 @@ def test_smoke_shrinks_every_shipped_spec(name):
 
 
 @pytest.mark.parametrize("path", sorted(SPECS.glob("*.yaml")), ids=lambda p: p.stem)
-def test_every_shipped_spec_has_a_seconds_long_smoke(path):
+def test_every_shipped_spec_has_a_seconds_long_smoke(path, xdomain_sets_here):
     """`--smoke` of each shipped spec builds valid trials of a few steps (or at most 3 epochs), with the full spec's axes
     (study/run.py --smoke is what `make smoke-specs` runs end to end)."""
     full, smoke = shipped(path.stem), shipped(path.stem, smoke=True)
