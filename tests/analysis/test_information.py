@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.information import axis_scale, level, main, report
+from analysis.information import axis_scale, level, main, report, stale_trials
 from bma import record as R
 from tests.analysis.tracker_store import write_study
 
@@ -94,6 +94,14 @@ def test_axis_scales():
     assert label == "log10(1 + unpaired_images)" and x[0] == 0
     assert axis_scale("regime.pairs", [50, 200])[1] == "pairs"  # less than a decade: as is
     assert math.isnan(level([1.0, 2.0])["ci95_low"]) and level([1.0, 2.0, 3.0])["ci95_low"] < 2
+
+
+def test_a_value_older_than_the_final_round_is_named():
+    # run r1 logged its MI at rounds 1 and 2 and its sample size at rounds 1, 2, 3: the MI was NaN at round 3
+    hist = pd.DataFrame({"run_id": ["r1"] * 5 + ["r2"] * 2, "step": [1, 2, 1, 2, 3, 1, 1],
+                         "metric": [PERFECT] * 2 + [R.INFO_N_SAMPLES] * 3 + [PERFECT, R.INFO_N_SAMPLES],
+                         "value": 1.0})
+    assert stale_trials(hist) == {("r1", PERFECT): True}
 
 
 def test_the_folder_rule(store, tmp_path, capsys):
@@ -206,3 +214,18 @@ def test_an_earlier_report_is_replaced_and_the_manifest_lists_every_file(tables,
     (out / "notes.txt").write_text("mine")
     assert main(["--study", "infolike", "--tracking-uri", store, "--out", str(out)]) == 2  # now a user's file in it
     assert (out / "notes.txt").read_text() == "mine" and "notes.txt" in capsys.readouterr().err
+
+
+def test_several_studies_pool_the_predictors_and_keep_their_cells_apart(store, tmp_path):
+    root = store.removeprefix("sqlite:///").rsplit("/", 1)[0]
+    rng = np.random.default_rng(8)
+    write_study(root, "infolike2", [trial("bma", n, s, rng) for n in SLOTS[:2] for s in (0, 1, 2)], axes=AXES)
+    tables = report(["infolike", "infolike2"], store, tmp_path / "both")
+    t1 = tables["table1"]
+    assert set(t1["study"]) == {"infolike", "infolike2"}
+    assert len(_cell(t1, study="infolike2", variant="bma", slots=16).query("metric == @SLOPED")) == 1
+    pred = tables["predictors"]
+    a = pred[(pred["what"] == "(a) acc_h - acc_f") & (pred["metric"] == PERFECT)].iloc[0]
+    assert (a["n_units"], a["n_cells"]) == (5 * len(SLOTS) + 6, 2 * len(SLOTS) + 2)
+    tr = tables["trends"]
+    assert set(tr[tr["metric"] == SLOPED]["study"]) == {"infolike", "infolike2"}  # each study its own trend
