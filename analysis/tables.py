@@ -280,7 +280,9 @@ def compare_display(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
                           for lo, hi in zip(table["diff_ci90_low"], table["diff_ci90_high"])]
         out["δ"] = table["sesoi"].map(lambda d: DASH if d is None or math.isnan(d) else f"{d:g}")
         out["verdict"] = table["verdict"].astype(str)
-        out["seeds needed"] = table["seeds_needed"].map(lambda n: DASH if math.isnan(n) else str(int(n)))
+        # inf: past verdicts.SEEDS_NEEDED_CAP (a target within rounding of the estimate): no study will run it
+    out["seeds needed"] = table["seeds_needed"].map(lambda n: DASH if math.isnan(n) else "∞" if math.isinf(n)
+                                                    else str(int(n)))
     star = lambda p: "*" if (not math.isnan(p) and p < 0.05) else ""  # noqa: E731
     out["p (t)"] = table["p_ttest"].map(fmt_p)
     out["p (t, Holm)"] = [fmt_p(p) + star(p) for p in table["p_ttest_holm"]]
@@ -424,7 +426,9 @@ def verdict_display(table: pd.DataFrame, key_cols: list[str]) -> pd.DataFrame:
     out["verdict"] = table["verdict"].astype(str)
     out["p"] = table["p"].map(fmt_p)
     out["Holm p"] = table["p_holm"].map(fmt_p)
-    out["seeds needed"] = table["seeds_needed"].map(lambda n: DASH if math.isnan(n) else str(int(n)))
+    # inf: past verdicts.SEEDS_NEEDED_CAP (a target within rounding of the estimate): no study will run it
+    out["seeds needed"] = table["seeds_needed"].map(lambda n: DASH if math.isnan(n) else "∞" if math.isinf(n)
+                                                    else str(int(n)))
     out["note"] = table["note"].fillna("").astype(str)
     return out.reset_index(drop=True)
 

@@ -254,3 +254,43 @@ def metric_direction(name: str) -> str | None:
     """'max' or 'min' (which value is better), None when neither is or the metric is unknown."""
     family = metric_family(name)
     return family.direction if family is not None else None
+
+
+# -- the information probes' metrics: info/<quantity>/<estimator> (nats; bma/info/probes.py writes them,
+# docs/information.md defines each quantity and estimator) -------------------------------------------------------
+
+INFO_N_SAMPLES = "info/n_samples"  # the held-out rows behind every info/ estimate of its round
+INFO_COUNTS = (INFO_N_SAMPLES, "info/n_estimates", "info/n_flagged")  # counts that ride with the estimates
+INFO_FLAG = "info/flag/"  # info/flag/<quantity>/<estimator>: the code of why that estimate is NaN
+# The two cycles of L_unpair as (source, pseudo feature): S -> I_pseudo -> S' and V -> S_pseudo -> V'
+CYCLES: tuple[tuple[str, str], ...] = (("S", "Ipseudo"), ("V", "Spseudo"))
+
+
+def cycle_steps(source: str, pseudo: str) -> tuple[str, str, str]:
+    """A cycle's names as the probes spell them: (source -> pseudo, pseudo -> source', the whole cycle), e.g.
+    ("S_Ipseudo", "Ipseudo_Sprime", "S_Sprime"). The two steps have info/dH_<step>/... (entropy change) and
+    info/dI_<step>/... (class-information change); all three have info/I_<name>/... (MI between the ends)."""
+    return f"{source}_{pseudo}", f"{pseudo}_{source}prime", f"{source}_{source}prime"
+
+
+def _cycle_quantities() -> tuple[str, ...]:
+    out: list[str] = []
+    for source, pseudo in CYCLES:
+        first, second, whole = cycle_steps(source, pseudo)
+        out += [f"I_{first}", f"I_{second}", f"I_{whole}", f"I_{source}_Y", f"dH_{first}", f"dH_{second}",
+                f"dI_{first}", f"dI_{second}"]
+    return tuple(out)
+
+
+# Every quantity the probes report, in the order of the plan's Table 1, with the row of that table it belongs to
+TABLE1_ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("H(W): addressing", ("H_Wv", "H_Ws")),
+    ("H(M): slot usage", ("H_Mv", "H_Ms", "eff_slots_v", "eff_slots_s", "I_slot_class_v", "I_slot_class_s")),
+    ("I(f; f_mem): recall", ("I_fv_fsmem", "I_fs_fvmem")),
+    ("H(f_mem | f): association uncertainty", ("H_fsmem_given_fv", "H_fvmem_given_fs")),
+    ("I(h; X_v, X_true_s): representation", ("I_hv_Xv_Xs", "I_hs_Xs_Xv", "I_hv_Xs", "I_hs_Xv", "I_hv_Y", "I_hs_Y",
+                                             "I_fv_Y", "I_fs_Y")),
+    ("I(Z_v; Z_s): paired learning", ("I_zv_zs",)),
+    ("I(S; S'): cycle self-consistency", _cycle_quantities()),
+)
+INFO_QUANTITIES: dict[str, str] = {q: row for row, quantities in TABLE1_ROWS for q in quantities}

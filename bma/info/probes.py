@@ -41,6 +41,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from bma.config import EvalConfig  # the probes' defaults are the trial's (one owner)
+from bma.record import CYCLES, cycle_steps  # the cycles' names (the record owns the metric names)
 from bma.info.estimators import CONTINUOUS_MI_ESTIMATORS, get_mi_estimator
 from bma.info.estimators.discrete import MillerMadowMI, entropy_of_distribution, plugin_entropy_from_counts
 from bma.info.interface import as_2d
@@ -495,27 +496,27 @@ def _compute(
 
     # -- cycles: source A -> pseudo B (other modality) -> A' -----------------------------------------------------
     if inp.has_memory:
-        for cycle, (a_name, b_name) in ((inp.s_cycle, ("S", "Ipseudo")), (inp.v_cycle, ("V", "Spseudo"))):
+        for cycle, (a_name, b_name) in zip((inp.s_cycle, inp.v_cycle), CYCLES):  # sound cycle first
             if cycle is None:
                 continue
             if len(cycle) != 3:
                 raise ValueError(f"{a_name.lower()}_cycle: expected three arrays (source, pseudo, recon)")
             a, b, a2 = (arr(c, f"{a_name.lower()}_cycle[{i}]") for i, c in enumerate(cycle))
-            p_name = f"{a_name}prime"
-            mi_all(f"I_{a_name}_{b_name}", a, b)
-            mi_all(f"I_{b_name}_{p_name}", b, a2)
-            mi_all(f"I_{a_name}_{p_name}", a, a2)
+            first, second, whole = cycle_steps(a_name, b_name)  # S_Ipseudo, Ipseudo_Sprime, S_Sprime
+            mi_all(f"I_{first}", a, b)
+            mi_all(f"I_{second}", b, a2)
+            mi_all(f"I_{whole}", a, a2)
             # noise at the scale of each target's modality: the source's for the reconstruction, the other
             # modality's true features for the pseudo feature (I_pseudo is an image-space vector)
             other = f_v if a_name == "S" else f_s
-            noise_mi(f"I_{a_name}_{b_name}", a, b, rms(other))
-            noise_mi(f"I_{b_name}_{p_name}", b, a2, rms(a))
-            noise_mi(f"I_{a_name}_{p_name}", a, a2, rms(a))
+            noise_mi(f"I_{first}", a, b, rms(other))
+            noise_mi(f"I_{second}", b, a2, rms(a))
+            noise_mi(f"I_{whole}", a, a2, rms(a))
             h_a, h_b, h_a2 = (noisy_gaussian_entropy(m, sigma) for m in (a, b, a2))
-            put(f"dH_{a_name}_{b_name}/{sig}", h_b - h_a)
-            put(f"dH_{b_name}_{p_name}/{sig}", h_a2 - h_b)
+            put(f"dH_{first}/{sig}", h_b - h_a)
+            put(f"dH_{second}/{sig}", h_a2 - h_b)
             i_a, i_b, i_a2 = (probe_bound(m, y, fit, test, probe_max_iter) for m in (a, b, a2))
             put(f"I_{a_name}_Y/probe_bound", i_a)
-            put(f"dI_{a_name}_{b_name}/probe_bound", i_b - i_a)
-            put(f"dI_{b_name}_{p_name}/probe_bound", i_a2 - i_b)
+            put(f"dI_{first}/probe_bound", i_b - i_a)
+            put(f"dI_{second}/probe_bound", i_a2 - i_b)
     return out

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+from bma import record as R
 from bma.info.probes import (
     ProbeInputs,
     address_entropy,
@@ -183,6 +184,15 @@ def test_metric_names_are_stable(probes):
     ):
         assert key in probes, key
     assert all(isinstance(v, float) for v in probes.values())
+
+
+def test_the_record_names_every_quantity_the_probes_report(probes):
+    # bma/record.py owns the names the analysis reads (Table 1's rows, the cycles' steps): the same set
+    assert quantities_of(probes) == set(R.INFO_QUANTITIES)
+    assert set(R.INFO_COUNTS) <= set(probes)
+    for source, pseudo in R.CYCLES:
+        first, second, _ = R.cycle_steps(source, pseudo)
+        assert {f"info/dH_{first}/gauss_noise_0.1", f"info/dI_{second}/probe_bound"} <= set(probes)
 
 
 def test_memory_values_are_consistent(probes, inputs):
