@@ -175,6 +175,9 @@ def infonce_from_scores(scores: np.ndarray) -> float:
     return float(0.5 * (rows + cols) + math.log(b))
 
 
+ROWS_PER_CRITIC_DIM = 10  # fitted rows per critic component on each side (2k joint dims from n rows: k <= n / 10)
+
+
 def gaussian_critic_infonce(
     a: np.ndarray, b: np.ndarray, fit: np.ndarray, test: np.ndarray, critic_dim: int = 32
 ) -> tuple[float, float]:
@@ -184,8 +187,16 @@ def gaussian_critic_infonce(
     the first ``critic_dim`` principal components of each side (Ledoit-Wolf shrinkage of the joint covariance,
     which is singular when a and b share coordinates). The optimal InfoNCE critic when the data are Gaussian;
     for any data a fixed critic evaluated on held-out pairs gives a valid lower bound (<= log B).
+
+    At most one component per ``ROWS_PER_CRITIC_DIM`` fitted rows on each side: with 32 + 32 components from 150
+    rows (info_samples 300), Ledoit-Wolf shrinks the joint covariance all the way to a multiple of the identity, the
+    cross block vanishes, every score is the same and the bound is exactly 0, whatever the dependence (measured on
+    class-driven 128-d features: 0.0 at 32 components, 2.17 nats at 16, 2.06 at 8). A bound of 0 stays a valid
+    bound (a constant critic), and it is what independent data give.
     """
     from sklearn.covariance import ledoit_wolf
+
+    critic_dim = max(1, min(critic_dim, len(fit) // ROWS_PER_CRITIC_DIM))
 
     def reduce(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mu = m[fit].mean(0)

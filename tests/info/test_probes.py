@@ -330,3 +330,21 @@ def test_cost_at_model_scale(inputs):
     t0 = time.process_time()
     compute_probes(inputs, seed=1)
     assert time.process_time() - t0 < 2.5
+
+
+def test_gaussian_critic_infonce_sees_a_class_driven_dependence_in_high_dimension():
+    """The trials' case: 128-d features that share only their class (10 classes), 150 fitted rows (info_samples
+    300). With 32 components a side the shrunk joint covariance had no cross block left and the bound was exactly
+    0 in every trial; the critic now keeps at most one component per 10 fitted rows."""
+    rng = np.random.default_rng(0)
+    n = 300
+    y = rng.integers(0, 10, n)
+    centres = rng.normal(size=(10, 128))
+    f_s = centres[y] + rng.normal(size=(n, 128))
+    f_v = centres[y] @ rng.normal(size=(128, 128)) / 10 + rng.normal(size=(n, 128))
+    fit, test = halves(n)
+    value, log_b = gaussian_critic_infonce(f_v, f_s, fit, test)
+    assert 1.0 < value < math.log(10) + 0.2 < log_b  # the class carries at most log 10 nats
+    independent, _ = gaussian_critic_infonce(f_v, rng.normal(size=(n, 128)), fit, test)
+    assert abs(independent) < 0.3
+
