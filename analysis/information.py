@@ -11,7 +11,8 @@ the study when several are read); statistics are over seeds, the ``used`` trial 
 - ``table1.{csv,md,tex}``: per cell and Table-1 quantity (``info/<quantity>/<estimator>``, in the plan's order,
   bma/record.py TABLE1_ROWS): mean, sd and 95 % t-interval over seeds (NaN and a note below 3 seeds), the
   estimator, the sample size (``info/n_samples``), the seeds; for an InfoNCE bound its ceiling log N;
-- ``trends.{csv,md}``: per quantity, the slope over each swept numeric axis with seeds as blocks
+- ``trends.{csv,md}``: per quantity, and per probe accuracy with a label budget, the slope over each swept numeric
+  axis with seeds as blocks
   (analysis.verdicts.trend: per seed the OLS slope over that seed's levels, then a t-interval over seeds), against
   the axis's scale (``x`` column: log10 for memory_slots, tau_m, tau_l; log10(1 + x) for a pool or count spanning
   a decade; the pairing ratio as is) and its verdict: rises / falls (95 % CI excludes 0), flat (TOST inside the
@@ -118,11 +119,27 @@ def quantity_metrics(used: pd.DataFrame) -> list[str]:
     return [c for *_, c in sorted(found)]
 
 
+def probe_metrics(used: pd.DataFrame) -> list[str]:
+    """The in-domain probe accuracies with a label budget (final/acc/<side>_probe_<f|h>/k<K>): the trends report
+    how the probes move with each swept axis beside the Table-1 quantities."""
+    return sorted(c for c in used.columns if (m := PROBE_RE.match(c)) and m.group(1) is None and m.group(4)
+                  and used[c].notna().any())
+
+
+PROBE_ROW = "probe accuracy (test split, mean over labelled draws)"
+
+
 def split_metric(column: str) -> tuple[str, str]:
-    return parse_info(column.removeprefix("final/"))
+    name = column.removeprefix("final/")
+    if name.startswith("acc/"):  # acc/sound_probe_h/k5 -> (sound_probe_h, "5 labels per class")
+        _, probe, budget = name.split("/")
+        return probe, f"{budget.removeprefix('k')} labels per class"
+    return parse_info(name)
 
 
 def row_of(quantity: str) -> str:
+    if re.fullmatch(r"(image|sound)_probe_[fh]", quantity):
+        return PROBE_ROW
     return R.INFO_QUANTITIES.get(quantity, "other (not in the plan's Table 1)")
 
 
@@ -277,7 +294,9 @@ def trends(used: pd.DataFrame, cells: list[str], metrics: list[str], deltas: dic
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    return holm_families(table, "trend over " + table["x"])
+    # two families per axis: the probes' accuracies and the Table-1 quantities (two questions, each Holm-corrected)
+    what = np.where(table["table1_row"] == PROBE_ROW, ", probe accuracies", ", Table-1 quantities")
+    return holm_families(table, "trend over " + table["x"] + what)
 
 
 # -- 2. the cycles ------------------------------------------------------------------------------------------------
@@ -832,7 +851,7 @@ def report(studies: list[str] | str, tracking_uri: str | None, out: Path,
     stale = stale_trials(hist)
 
     t1 = table1(used, cells, metrics, stale)
-    tr = trends(used, cells, metrics, deltas)
+    tr = trends(used, cells, metrics + probe_metrics(used), deltas)
     steps = cycle_steps(used, cells)
     loss, loss_lines = cycle_loss(steps, cells)
     a_units, a_targets = hf_units(used, cells, metrics)

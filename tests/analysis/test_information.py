@@ -151,7 +151,9 @@ def test_trend_over_log_n_with_seeds_as_blocks(tables):
     assert flat["verdict"] == "equivalent" and flat["direction"].startswith("flat")
     two = _cell(tr, variant="paired_only")
     assert set(two["verdict"]) == {"undetermined"}  # 2 seeds
-    assert (tr["family"] == "trend over " + tr["x"]).all()
+    # one Holm family per axis and kind: the Table-1 quantities, and the probes' accuracies
+    kind = np.where(tr["metric"].str.startswith("acc/"), ", probe accuracies", ", Table-1 quantities")
+    assert (tr["family"] == "trend over " + tr["x"] + kind).all()
 
 
 def test_cycles_name_the_lossiest_step(tables):
