@@ -16,13 +16,15 @@ artifact of the study's parent run while the study runs, so MLflow's artifact vi
   time, which follows the machine's load). So finished refreshes take at most 2 % of the wall time at every moment,
   except by what one step that cannot be stopped midway ran past a deadline (loading the page's code, once; one
   metric history read; the tables; a figure group that cost more than expected; the upload and the metric
-  logging): ``report/overrun_seconds`` counts it, and the next refresh waits until the budget has paid it back. The final page at the end is one more, outside that budget
-  (the trials are over by then), with every part. Each refresh is timed; the parent run carries the running totals
-  as metrics ``report/refreshes`` (pages written) and ``report/seconds`` (wall time; the budget's measure),
+  logging): ``report/overrun_seconds`` counts it, and the next refresh waits until the budget has paid it back.
+  The final page at the end is one more, outside that budget (the trials are over by then), with every part.
+  Each refresh is timed; the parent run carries the running totals as metrics ``report/refreshes`` (pages
+  written) and ``report/seconds`` (wall time; the budget's measure),
   ``report/cpu_seconds`` (the refreshing thread's own CPU time), ``report/partial``, ``report/cut``,
   ``report/overrun_seconds``, ``report/errors``, with ``report/last_seconds``, continued when the study is resumed.
 - **Always a final page.** ``on_experiment_end`` (Tune calls it when the study ends, when it is interrupted and when
-  its loop raises) waits for a refresh in flight and writes the final page synchronously.
+  its loop raises) stops a refresh in flight (at its next store read, or before its next figure group) and writes
+  the final page synchronously.
 - **Off by a setting.** ``report: {live: false}`` in the spec: no page, no refresh (``python -m analysis report``
   still draws it on demand).
 
@@ -183,6 +185,8 @@ class RefreshTime:
         """Whether ``part`` fits, with what follows the figures (the upload, the metrics: the core's measured cost
         beyond its store read + tables) after it."""
         self.budget.parts.add(part)
+        if self.stop is not None and self.stop.is_set():  # the study has ended: its final page draws them
+            return False
         core = self.budget.costs.get("core")
         tail = max(0.0, core.seconds - core.ref) if core else 0.0
         return self.now() + self.budget.expect_part(part, self.ref, self.trials) + tail <= self.deadline
@@ -262,7 +266,7 @@ class LiveReport(Callback):
         self._dirty.set()
 
     def on_experiment_end(self, trials, **info):
-        """Wait for a refresh in flight, then write the final page (the study is over: nothing waits for it)."""
+        """Stop a refresh in flight, then write the final page (the study is over: nothing waits for it)."""
         if self._thread is None:
             return
         self._stop.set()
@@ -346,7 +350,8 @@ class LiveReport(Callback):
                  self.description or "", "",
                  f"- **Trials**: children of the parent run `{s}`: expand it (the + beside its name), then *Group by* "
                  "`params: model.variant`, or select runs and *Compare*. MLflow's *GenAI / Model training* switch "
-                 "(top left) chooses the view.",
+                 "(top left) chooses the view; your browser remembers it: on *Model training*, experiments open "
+                 "on their runs.",
                  "- **The study's page** (spec, progress, contrasts, information quantities, information plane): "
                  "parent run, Artifacts, report.html; refreshed while the study runs.",
                  f"- Offline: `python -m analysis report --study {s} --out DIR` (the same page), "

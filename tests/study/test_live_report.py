@@ -294,7 +294,8 @@ def test_the_budget_holds_on_a_fake_clock(study, monkeypatch, kind):
     log = _simulate(report, clock, duration, starts, calls)
     pages = calls[:]
     print("\n".join(f"{s - t0:7.0f} s: {e - s:5.2f} s, deadline {d - s:5.2f} s, spent {sp:6.2f} s "
-                    f"({100 * sp / (e - t0):.2f} %), skipped {c['skipped']}" for (s, e, d, sp, _), c in zip(log, pages)))
+                    f"({100 * sp / (e - t0):.2f} %), skipped {c['skipped']}"
+                    for (s, e, d, sp, _), c in zip(log, pages)))  # pytest -s shows the schedule
     assert log, "no refresh while the study ran"
     assert len(log) == len(pages)
     spent_before = 0.0
