@@ -56,8 +56,8 @@ from bma import record as R
 log = logging.getLogger("study.live_report")
 
 BUDGET = 0.02  # the share of the study's wall time refreshes may take
-# Guesses, used until measured; a wrong one costs a later page, a cut refresh or a page without figures; only the
-# code's loading and a figure group's first drawing can run past a deadline by their misestimate (module doc).
+# Guesses, used until measured: a wrong one costs a later page, a cut refresh or a page without figures, or, for the
+# code's loading and a figure group's first drawing, a run past the deadline, counted and paid back (module doc).
 # Loading the page's code in the driver (analysis.report, matplotlib): 0.7-0.9 s on 2 shared cores (measured)
 CODE_GUESS_S = 2.0
 # The first page, without figures (store read + tables + upload): 0.6-1.1 s for README's quick study (8 trials),
