@@ -33,6 +33,11 @@ class AnalysisError(Exception):
     exit_code = 2
 
 
+class OutOfTime(Exception):
+    """A reader's own ``check`` stopped it (a live refresh of the study's page whose time is up: analysis/report.py's
+    PageBudget, study/live_report.py): nothing is wrong with the store."""
+
+
 @dataclass
 class StudyData:
     """Everything ``analysis`` knows about one study, as collected from MLflow."""
@@ -200,9 +205,11 @@ def _search_trials(client, experiment_id: str, parent_run: str | None) -> list:
             return out
 
 
-def _histories(client, uri: str, wanted: list[tuple[str, str]], workers: int | None) -> pd.DataFrame:
+def _histories(client, uri: str, wanted: list[tuple[str, str]], workers: int | None, check=None) -> pd.DataFrame:
     def fetch(item):
         run_id, key = item
+        if check is not None:
+            check()  # one read at a time: a refresh whose time is up stops within one read
         history = client.get_metric_history(run_id, key)
         return [(run_id, key, int(m.step), float(m.value), int(m.timestamp)) for m in history]
 
@@ -323,8 +330,10 @@ def collect_study(
     parent_run: str | None = None,
     workers: int | None = None,
     client=None,
+    check=None,
 ) -> StudyData:
-    """Read every trial run of ``study`` (see the module doc); raise AnalysisError when there is nothing to read."""
+    """Read every trial run of ``study`` (see the module doc); raise AnalysisError when there is nothing to read.
+    ``check``: called before each metric history read; what it raises (OutOfTime) stops the reading."""
     uri = resolve_tracking_uri(tracking_uri)
     client = client or open_client(uri)
     try:
@@ -402,7 +411,9 @@ def collect_study(
     read = set(chosen) | {R.SELECTION_METRIC}  # the validation loss picks each run's selected/ step
     wanted = sorted({(rid, k) for rid, ks in zip(df["run_id"], df["_metric_keys"]) for k in ks if k in read})
     try:
-        hist = _histories(client, uri, wanted, workers)
+        hist = _histories(client, uri, wanted, workers, check)
+    except OutOfTime:
+        raise
     except Exception as exc:
         raise AnalysisError(f"cannot read metric histories of study {study!r} from {uri!r}: {_one_line(exc)}") from exc
     df = df.drop(columns="_metric_keys")

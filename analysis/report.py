@@ -13,7 +13,9 @@ over seeds), ``plane`` (the information plane), and, for a boost or an ablation 
 ``summarize`` (cells), ``compare_variants`` (tests), ``plots.*`` (figures).
 
 The same page is refreshed while a study runs, as the artifact ``report.html`` of its parent run
-(study/live_report.py): ``build_page`` is what both call.
+(study/live_report.py): ``build_page`` is what both call. A live refresh passes a ``PageBudget`` with a deadline: the
+store's reading stops when the time is up (OutOfTime), and each figure group (``OPTIONAL``) is drawn only when its
+expected cost fits in what is left (else its section says it was not drawn); the page reports each part's seconds.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import pandas as pd
 
 from analysis import plots as P
 from analysis.aggregate import present_main, summarize
-from analysis.collect import AnalysisError, StudyData, collect_study, find_experiment, open_client, \
+from analysis.collect import AnalysisError, OutOfTime, StudyData, collect_study, find_experiment, open_client, \
     resolve_tracking_uri, short_name
 from analysis.compare import VARIANT_COLUMNS, compare_variants
 from analysis.tables import fmt_ci, fmt_key, fmt_num, fmt_p
@@ -54,6 +56,29 @@ PAGE_METRICS = ["acc/*", "retrieval/*", "assoc/*", "info/*", "loss/total", "xdom
 TABLE1 = ("H_Wv", "H_Ws", "H_Mv", "H_Ms", "I_fv_fsmem", "H_fsmem_given_fv", "I_hv_Xv_Xs", "I_zv_zs", "I_S_Sprime")
 MAX_CELL_COLUMNS = 24  # cells side by side in the information table (the rest: a note)
 PNG_DPI = 90
+# The page's parts, as a PageBudget sees them: "store" (the parent run and the trials, read) and "tables" (counts,
+# contrasts, information table) always; the figure groups only when they fit (a live refresh may leave them out)
+OPTIONAL = ("curves", "plane", "boost", "ablation")
+
+
+class PageBudget:
+    """The time a page may take: here unlimited (``python -m analysis report``, the live page's final version).
+    study/live_report.py's refreshes pass one with a deadline. ``check()`` is called before each store read and
+    before the tables and raises OutOfTime when the time is up; ``fits(part)`` is asked before each optional part
+    (OPTIONAL) and says whether its expected cost fits in what is left; ``took(part, seconds)`` reports what each
+    part cost, by ``now()`` (seconds, any monotonic clock)."""
+
+    def now(self) -> float:
+        return time.perf_counter()
+
+    def check(self) -> None:
+        pass
+
+    def fits(self, part: str) -> bool:
+        return True
+
+    def took(self, part: str, seconds: float) -> None:
+        pass
 
 
 @dataclass
@@ -62,6 +87,8 @@ class Page:
     sections: list[str]  # the ids of the sections present, in order
     counts: dict[str, int]  # finished / running / failed trials (not superseded), planned when known
     notes: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # what each part cost (store, tables, curves, ...)
+    skipped: list[str] = field(default_factory=list)  # the optional parts its budget left out
     data: StudyData | None = field(default=None, repr=False)
     summary: pd.DataFrame | None = field(default=None, repr=False)
     contrasts: pd.DataFrame | None = field(default=None, repr=False)
@@ -136,16 +163,22 @@ def contrast_verdicts(tests: pd.DataFrame):
 
 
 def build_page(study: str, tracking_uri: str | None = None, parent_run: str | None = None, client=None,
-               live: dict | None = None, metrics: list[str] | None = PAGE_METRICS) -> Page:
+               live: dict | None = None, metrics: list[str] | None = PAGE_METRICS,
+               budget: PageBudget | None = None) -> Page:
     """The page of ``study`` (read-only: only searches, reads and artifact downloads). ``live``: the refreshing
-    driver's state ({"running": n, "pending": n, "refreshes": n, "seconds": s, "every_s": s}), shown in a banner."""
+    driver's state ({"running": n, "pending": n, "refreshes": n, "seconds": s, "every_s": s}), shown in a banner.
+    ``budget``: the time the page may take (PageBudget; unlimited by default); OutOfTime when it ran out before
+    the page's tables."""
+    budget = budget or PageBudget()
+    t0 = budget.now()
     uri = resolve_tracking_uri(tracking_uri)
     client = client or open_client(uri)
     exp = find_experiment(client, study, uri)
     record = read_parent(client, exp.experiment_id, parent_run)
     notes: list[str] = []
     try:
-        data = collect_study(study, uri, metrics, parent_run, client=client)
+        budget.check()
+        data = collect_study(study, uri, metrics, parent_run, client=client, check=budget.check)
     except AnalysisError as exc:
         if "has no trial runs" in str(exc):
             notes.append("no trial has reported yet")
@@ -155,13 +188,33 @@ def build_page(study: str, tracking_uri: str | None = None, parent_run: str | No
         else:
             raise
         data = None
+    store_s = budget.now() - t0
+    budget.took("store", store_s)
+    budget.check()
     with tempfile.TemporaryDirectory(prefix="bma-report-") as tmp:
-        return _page(study, uri, exp, record, data, notes, live, tmp)
+        return _page(study, uri, exp, record, data, notes, live, tmp, budget, store_s)
 
 
-def _page(study, uri, exp, record: StudyRecord, data: StudyData | None, notes, live, tmp) -> Page:
+def _page(study, uri, exp, record: StudyRecord, data: StudyData | None, notes, live, tmp,
+          budget: PageBudget, store_s: float = 0.0) -> Page:
     parts: list[str] = []
     sections: list[str] = []
+    seconds: dict[str, float] = {"store": store_s}
+    skipped: list[str] = []
+    t_part = [budget.now()]
+
+    def took(part: str) -> None:
+        now = budget.now()
+        seconds[part] = now - t_part[0]
+        budget.took(part, seconds[part])
+        t_part[0] = now
+
+    def fits(part: str) -> bool:
+        if budget.fits(part):
+            t_part[0] = budget.now()
+            return True
+        skipped.append(part)
+        return False
 
     def section(sid: str, title: str, body: str) -> None:
         sections.append(sid)
@@ -186,29 +239,39 @@ def _page(study, uri, exp, record: StudyRecord, data: StudyData | None, notes, l
         section("contrasts", "Contrasts", _contrasts(data, summary, compare, baseline, verdicts, record.sesoi))
         section("information", "Information quantities per cell (Table 1), final round",
                 _information(summary, keys, notes))
-        # the Table-1 quantities, and the sample size the figure's title names
-        table1 = data.histories[data.histories["metric"].map(
-            lambda m: m in P.COUNT_METRICS or (P.parse_info(m) or ("",))[0] in TABLE1)]
-        files, n = P.info_over_epochs(runs, table1, keys, os.path.join(tmp, "curves"), ("png",), PNG_DPI)
-        notes += n
-        section("curves", "Information quantities over training",
-                _figures(files, "The Table-1 quantities: mean over the cell's seeds at each round, band = 95 % "
-                                "t-interval over seeds; one line per cell, one panel per quantity and estimator.")
-                + _training_curves(data, summary, os.path.join(tmp, "training"), notes))
-        files, n = P.info_plane(runs, data.histories, keys, os.path.join(tmp, "plane"), formats=("png",),
-                                dpi=PNG_DPI)
-        notes += n
-        section("plane", "Information plane", _figures(files, "Trajectories over training, mean over seeds per "
-                                                              "round, bars = 95 % t-interval over seeds."))
+        took("tables")
+        if fits("curves"):
+            # the Table-1 quantities, and the sample size the figure's title names
+            table1 = data.histories[data.histories["metric"].map(
+                lambda m: m in P.COUNT_METRICS or (P.parse_info(m) or ("",))[0] in TABLE1)]
+            files, n = P.info_over_epochs(runs, table1, keys, os.path.join(tmp, "curves"), ("png",), PNG_DPI)
+            notes += n
+            section("curves", "Information quantities over training",
+                    _figures(files, "The Table-1 quantities: mean over the cell's seeds at each round, band = 95 % "
+                                    "t-interval over seeds; one line per cell, one panel per quantity and estimator.")
+                    + _training_curves(data, summary, os.path.join(tmp, "training"), notes))
+            took("curves")
+        else:
+            section("curves", "Information quantities over training", _not_drawn("These figures"))
+        if fits("plane"):
+            files, n = P.info_plane(runs, data.histories, keys, os.path.join(tmp, "plane"), formats=("png",),
+                                    dpi=PNG_DPI)
+            notes += n
+            section("plane", "Information plane", _figures(files, "Trajectories over training, mean over seeds "
+                                                                  "per round, bars = 95 % t-interval over seeds."))
+            took("plane")
+        else:
+            section("plane", "Information plane", _not_drawn("This figure"))
         kind = _study_kind(data)
-        if kind == "boost":
-            body, n = _boost(data, os.path.join(tmp, "boost"))
+        title = {"boost": "Boost: the unpaired pool's effect (analysis.boost)",
+                 "ablation": "Ablation: did each improvement move its target (analysis.ablation)"}.get(kind)
+        if title and fits(kind):
+            body, n = (_boost if kind == "boost" else _ablation)(data, os.path.join(tmp, kind))
             notes += n
-            section("boost", "Boost: the unpaired pool's effect (analysis.boost)", body)
-        elif kind == "ablation":
-            body, n = _ablation(data, os.path.join(tmp, "ablation"))
-            notes += n
-            section("ablation", "Ablation: did each improvement move its target (analysis.ablation)", body)
+            section(kind, title, body)
+            took(kind)
+        elif title:
+            section(kind, title, _not_drawn("This section"))
     else:
         for sid, title in (("contrasts", "Contrasts"), ("information", "Information quantities per cell"),
                            ("curves", "Information quantities over training"), ("plane", "Information plane")):
@@ -216,8 +279,16 @@ def _page(study, uri, exp, record: StudyRecord, data: StudyData | None, notes, l
     section("notes", "Notes", "<ul>" + "".join(f"<li>{_e(n)}</li>" for n in dict.fromkeys(notes)) + "</ul>"
             if notes else "<p class=muted>none</p>")
     page = _document(study, uri, exp, record, counts, live, parts)
-    return Page(page, sections, counts, list(dict.fromkeys(notes)), data, summary,
+    if "tables" not in seconds:  # no trial data: the tables' part is the sections above
+        took("tables")
+    return Page(page, sections, counts, list(dict.fromkeys(notes)), seconds, skipped, data, summary,
                 verdicts if verdicts is not None else compare)
+
+
+def _not_drawn(what: str) -> str:
+    return (f"<p class=muted data-skipped>{what}: not drawn in this refresh of the live page (its expected cost did "
+            "not fit in the refresh's share of the study's time, study/live_report.py); a later refresh or the "
+            "study's final page draws them.</p>")
 
 
 def _counts(data: StudyData | None, record: StudyRecord) -> dict[str, int]:
@@ -615,5 +686,5 @@ def write_report(study: str, tracking_uri: str | None, out: str, parent_run: str
     return os.path.join(out_dir, REPORT_FILE), page
 
 
-__all__ = ["GENERATOR", "PAGE_METRICS", "Page", "REPORT_FILE", "SECTIONS", "build_page", "contrast_verdicts",
-           "read_parent", "write_report"]
+__all__ = ["GENERATOR", "OPTIONAL", "OutOfTime", "PAGE_METRICS", "Page", "PageBudget", "REPORT_FILE", "SECTIONS",
+           "build_page", "contrast_verdicts", "read_parent", "write_report"]

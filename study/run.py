@@ -687,6 +687,8 @@ def run_study(spec, name, fingerprint, data, tracking_uri, storage, experiment_d
     print(f"\nMLflow store: {tracking_uri}   experiment: {name}")
     if tracking_uri.startswith("sqlite:"):
         print(f"  browse:  mlflow ui --backend-store-uri {tracking_uri}")
+        # MLflow 3.17 opens an experiment on its GenAI side unless the URL says otherwise (test_mlflow_ui.py)
+        print(f"           then http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
     print(f"  tables:  python -m analysis export --study {name} --tracking-uri {tracking_uri}")
     return EXIT_TRIALS_FAILED if failed else EXIT_OK
 

@@ -69,7 +69,8 @@ def test_refreshes_follow_trial_events_and_are_counted_on_the_parent_run(study):
     history = client.get_metric_history(parent, "report/refreshes")
     assert [m.value for m in history] == [1, 2, 3]
     seconds = client.get_metric_history(parent, "report/seconds")
-    assert seconds[-1].value == pytest.approx(report.seconds) and report.seconds > 0
+    # logged within the refresh: its cost up to the logging (the logging is in the next total)
+    assert 0 < seconds[-1].value <= report.seconds < seconds[-1].value + 1
     assert 0 < client.get_metric_history(parent, "report/cpu_seconds")[-1].value <= report.seconds * 1.5
     assert client.get_metric_history(parent, "trials/finished")[-1].value == 6
     run = client.get_run(parent)
@@ -125,13 +126,272 @@ def test_off_by_the_spec_setting(study):
 
 
 def test_the_budget_spaces_refreshes():
-    report = LiveReport({"live": True, "every_s": 30}, "s", "sqlite:///x.db", "1", "p")
-    report._t0 = report._last_end = 1000.0
-    assert report.next_start() == pytest.approx(1000 + 10.0 / 0.02)  # first: the expected 10 s fits in 2 % of 500 s
-    report._session_seconds, report.last_seconds, report._last_end = 4.0, 4.0, 1210.0
-    assert report.next_start() == pytest.approx(1000 + 8.0 / 0.02)  # 4 s done + 4 s more <= 2 % of 400 s
-    report._session_seconds, report.last_seconds = 0.1, 0.1
-    assert report.next_start() == pytest.approx(1210 + 30)  # cheap refreshes: every_s apart
+    """RefreshBudget's arithmetic: the balance (the longest refresh that may start now and end within 2 %), the
+    first refresh expected without figures, later ones with them at their measured cost, grown with the trials."""
+    from study import live_report as L
+
+    clock = FakeClock(1000.0)
+    b = L.RefreshBudget(0.02, clock)
+    assert b.balance(1100.0) == pytest.approx(0.02 * 100 / 0.98)
+    first = L.CODE_GUESS_S + L.FIRST_CORE_S + 8 * L.FIRST_CORE_PER_TRIAL_S
+    assert b.expected(8) == pytest.approx(first)
+    assert b.start_time(8) == pytest.approx(1000 + first * 0.98 / 0.02)
+    assert b.balance(b.start_time(8)) == pytest.approx(first)
+    # a first refresh: code 1 s, store 2 s, tables 0.5 s, upload 0.5 s; the page has two figure groups, not drawn
+    t = L.RefreshTime(b, 8)
+    clock.advance(1.0)
+    t.code_s = 1.0
+    clock.advance(2.0)
+    t.took("store", 2.0)
+    clock.advance(0.5)
+    t.took("tables", 0.5)
+    assert t.fits("curves") is (clock() + 4.0 * 2.5 <= t.deadline) and "curves" in b.parts
+    t.fits("plane")
+    clock.advance(0.5)
+    b.code_loaded = True
+    assert b.close(t, cut=False, failed=False) == pytest.approx(4.0) and b.spent == pytest.approx(4.0)
+    assert b.costs["core"] == L.Cost(3.0, 2.5, 8)
+    # the next: the core as measured, the figures at FIRST_RATIO times its store read + tables
+    assert b.expected(8) == pytest.approx(3.0 + (L.FIRST_RATIO["curves"] + L.FIRST_RATIO["plane"]) * 2.5)
+    assert b.expected(16) == pytest.approx(2 * 3.0 + (L.FIRST_RATIO["curves"] + L.FIRST_RATIO["plane"]) * 2.5)
+    assert b.start_time(8) == pytest.approx(1000 + (4.0 + b.expected(8) * 0.98) / 0.02)
+    # a measured figure group: as measured, scaled by the load (the store read per trial) now against then, at
+    # least halved; before a refresh, the last refresh's load
+    b.costs["curves"] = L.Cost(6.0, 2.5, 8)
+    assert b.expected(16) == pytest.approx(2 * 3.0 + 6.0 + L.FIRST_RATIO["plane"] * 2.5)
+    assert b.expect_part("curves", 5.0, 8) == pytest.approx(12.0) and b.expect_part("curves", 5.0, 16) == 6.0
+    assert b.expect_part("curves", 1.0, 8) == 3.0
+    b.costs["curves"] = L.Cost(6.0, 1.25, 8)  # measured when the machine was half as busy as at the last refresh
+    assert b.expected(8) == pytest.approx(3.0 + 12.0 + L.FIRST_RATIO["plane"] * 2.5)
+    # a cut refresh: the core costs more than it had; expect twice that
+    t = L.RefreshTime(b, 8)
+    clock.advance(5.0)
+    b.close(t, cut=True, failed=False)
+    assert b.costs["core"].seconds == pytest.approx(10.0)
+    # every_s spaces cheap refreshes
+    report = LiveReport({"live": True, "every_s": 30}, "s", "sqlite:///x.db", "1", "p", budget=1.0, clock=clock)
+    report._last_end = clock()
+    assert report.next_start() == pytest.approx(clock() + 30)
+
+
+def test_the_parts_match_the_page():
+    from analysis.report import OPTIONAL
+    from study.live_report import FIRST_RATIO
+
+    assert set(FIRST_RATIO) == set(OPTIONAL)
+
+
+class FakeClock:
+    def __init__(self, t: float = 0.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+def _fake_page(clock: FakeClock, cost, calls: list):
+    """analysis.report.build_page as the live report sees it, on a fake clock: ``cost(step, n)`` seconds for each
+    step with ``n`` trial runs in the store (40 metric history reads a run, the tables, each figure group, the
+    upload), the same PageBudget calls (check before each read and before the tables, fits before each figure)."""
+    from analysis.report import Page
+
+    def build_page(study, tracking_uri=None, parent_run=None, client=None, live=None, budget=None, **kw):
+        from analysis.collect import OutOfTime
+
+        n = calls[-1]["trials"] if calls else 0
+        call = {"start": clock(), "trials": n, "skipped": [], "seconds": {}, "cut": False}
+        calls[-1] = call
+        t0 = clock()
+        for _ in range(40 * n):
+            try:
+                budget.check()
+            except OutOfTime:
+                call["cut"] = True
+                raise
+            clock.advance(cost("read", n))
+        call["seconds"]["store"] = clock() - t0
+        budget.took("store", clock() - t0)
+        try:
+            budget.check()
+        except OutOfTime:
+            call["cut"] = True
+            raise
+        clock.advance(cost("tables", n))
+        call["seconds"]["tables"] = cost("tables", n)
+        budget.took("tables", cost("tables", n))
+        for part in ("curves", "plane"):
+            if budget.fits(part):
+                clock.advance(cost(part, n))
+                budget.took(part, cost(part, n))
+                call["seconds"][part] = cost(part, n)
+            else:
+                call["skipped"].append(part)
+        clock.advance(cost("upload", n))  # the upload, as the live report's own step
+        counts = {"finished": 0, "running": n, "failed": 0}
+        return Page("<html></html>", ["asked"], counts, [], call["seconds"], call["skipped"])
+
+    return build_page
+
+
+def _simulate(report: LiveReport, clock: FakeClock, duration_s: float, starts: list[float], calls: list):
+    """The driver's loop (LiveReport._work) on the fake clock: trials report all the time (the flag is always set),
+    so a refresh starts at next_start; the trials started by then count. Returns each refresh's (start, end,
+    deadline, seconds spent after it, overrun after it)."""
+    t0, log = clock(), []
+    end = t0 + duration_s
+    while True:
+        report._started = sum(s <= clock() - t0 for s in starts)
+        delay = report.next_start() - clock()
+        if delay > 0:
+            if clock() + delay >= end:
+                break
+            clock.advance(delay)
+            continue  # trials started meanwhile: the loop asks again (as _work does)
+        calls.append({"trials": report._started})  # what the fake page reads
+        start, deadline = clock(), clock() + report.accounts.balance(clock())
+        report._refresh()
+        log.append((start, clock(), deadline, report.accounts.spent, report.accounts.overrun))
+        if clock() >= end:
+            break
+    clock.t = max(clock(), end)
+    return log
+
+
+@pytest.mark.parametrize("kind", ["short", "long", "surprise"])
+def test_the_budget_holds_on_a_fake_clock(study, monkeypatch, kind):
+    """A 5-minute study of 8 trials and a 3-hour one of 200, under a load that swings 1x-3x, on a fake clock (no
+    wall-clock dependence). At every refresh's start the refreshes so far took at most 2 % of the time; at its end,
+    at most 2 % plus what the refresh ran past its deadline, which is no more than its steps that cannot stop midway
+    (one read, the tables, the upload) cost; between refreshes the share only falls. The first refresh has no curves;
+    the final page has every part; the totals logged on the parent run are the refreshes'. "surprise" (a long study
+    whose curves cost 12x what the first guess says, and grow): the overruns beyond those steps are the curves'
+    drawings, counted in report/overrun_seconds and paid back before the next refresh starts."""
+    import math
+
+    import analysis.report as page_module
+
+    uri, exp, parent, client = study
+    t0 = 10_000.0
+    clock = FakeClock(t0)
+
+    def load(t):  # the trials' competition for the cores: 1x-3x, over a 10-minute cycle
+        return 2 + math.sin(2 * math.pi * (t - t0) / 600)
+
+    def cost(step, n):  # magnitudes as measured (the module's comments): 8 trials, 0.9 s to read + tables
+        per = {"read": 0.002, "tables": 0.1 + 0.01 * n, "curves": (1.0 + 0.02 * n) * (12 if kind == "surprise" else 1),
+               "plane": 0.2 + 0.005 * n, "upload": 0.1}[step]
+        return per * load(clock())
+
+    calls: list = []
+    monkeypatch.setattr(page_module, "build_page", _fake_page(clock, cost, calls))
+    report = LiveReport({"live": True, "every_s": 30}, "live", uri, exp, parent, clock=clock)
+    report.accounts.code_loaded = True  # the real import costs no fake time
+    duration, n_trials = (300.0, 8) if kind == "short" else (3 * 3600.0, 200)
+    starts = [i * duration / n_trials * 0.9 for i in range(n_trials)]  # 4 at a time, the last near the end
+    log = _simulate(report, clock, duration, starts, calls)
+    pages = calls[:]
+    print("\n".join(f"{s - t0:7.0f} s: {e - s:5.2f} s, deadline {d - s:5.2f} s, spent {sp:6.2f} s "
+                    f"({100 * sp / (e - t0):.2f} %), skipped {c['skipped']}"
+                    for (s, e, d, sp, _), c in zip(log, pages)))  # pytest -s shows the schedule
+    assert log, "no refresh while the study ran"
+    assert len(log) == len(pages)
+    spent_before = 0.0
+    over = []
+    for (start, end, deadline, spent, _), page in zip(log, pages):
+        assert spent_before <= 0.02 * (start - t0) + 1e-9  # the start rule: any overrun is paid back first
+        over.append(max(0.0, end - deadline))
+        assert spent <= 0.02 * (end - t0) + over[-1] + 1e-9
+        uncut = cost("read", page["trials"]) + cost("tables", page["trials"]) + cost("upload", page["trials"])
+        if over[-1] > 3 * uncut / load(clock()) + 1e-9:  # more than the steps that cannot stop (at 3x load) cost
+            # only a figure group that cost more than expected (its first drawing, or grown since)
+            assert kind == "surprise" and "curves" in page["seconds"]
+        spent_before = spent
+    assert report.accounts.overrun == pytest.approx(sum(over))
+    if kind == "surprise":
+        first_curves = next(i for i, p in enumerate(pages) if "curves" in p["seconds"])
+        assert over[first_curves] > 5.0  # the first drawing, on FIRST_RATIO's guess
+    else:
+        assert sum(over) < 1.0
+    during, n_during = report.accounts.spent, report._session_refreshes
+    assert during <= 0.02 * (clock() - t0) + 1e-9  # at the study's end, paid back
+    assert "curves" in pages[0]["skipped"]  # the first: started when the budget covered the page without figures
+    if kind == "long":
+        assert n_during >= 5 and any(not p["skipped"] for p in pages)  # full pages once the budget covers them
+    # the final page: outside the budget, every part
+    report._running = False
+    calls.append({"trials": report._started})
+    report._refresh(final=True)
+    assert calls[-1]["skipped"] == [] and set(calls[-1]["seconds"]) >= {"curves", "plane"}
+    cut = sum(p["cut"] for p in pages)  # the core met a busier machine than expected: stopped at its deadline
+    assert report.refreshes == n_during + 1 == len(pages) - cut + 1 and report.cut == cut and report.errors == 0
+    assert report.partial == sum(bool(p["skipped"]) and not p["cut"] for p in pages)
+    history = {k: [m.value for m in sorted(client.get_metric_history(parent, k), key=lambda m: m.step)]
+               for k in ("report/refreshes", "report/seconds", "report/partial", "report/overrun_seconds",
+                         "report/cut")}
+    assert history["report/refreshes"][-1] == report.refreshes and len(history["report/refreshes"]) == len(calls)
+    assert history["report/cut"][-1] == cut
+    assert history["report/seconds"][-1] == pytest.approx(report.seconds) == pytest.approx(during +
+                                                                                           report.last_seconds)
+    assert history["report/partial"][-1] == report.partial
+    assert history["report/overrun_seconds"][-1] == pytest.approx(report.overrun_seconds) == pytest.approx(sum(over))
+
+
+def test_a_refresh_whose_time_is_up_is_cut(study, monkeypatch):
+    """The real page with a deadline already passed: the store's reading stops at its first check (a cut refresh,
+    counted, no page); the study's end stops a refresh in flight the same way."""
+    uri, exp, parent, client = study
+
+    class Ticking(FakeClock):
+        def __call__(self) -> float:  # 10 ms a reading
+            self.t += 0.01
+            return self.t
+
+    clock = Ticking(0.0)
+    report = LiveReport({"live": True, "every_s": 1}, "live", uri, exp, parent, clock=clock)
+    report._refresh()  # at t0: the balance is 0, the deadline is the start
+    assert report.cut == 1 and report.refreshes == 0 and report.errors == 0
+    assert "report.html" not in _artifacts(client, parent)
+    assert client.get_metric_history(parent, "report/cut")[-1].value == 1
+    assert report.accounts.costs["core"].seconds >= 0
+    # a refresh in flight when the study ends
+    import analysis.report as page_module
+
+    real = page_module.build_page
+
+    def late(*args, **kwargs):
+        report._stop.set()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(page_module, "build_page", late)
+    report.accounts.share = 1.0
+    report._refresh()
+    assert report.cut == 2 and report.refreshes == 0
+
+
+def test_a_page_without_its_figures(study):
+    """A PageBudget that fits no figure group: the page's figure sections say they were not drawn, its parts are
+    timed, and nothing is left out of the page otherwise."""
+    from analysis.report import OPTIONAL, PageBudget, build_page
+
+    uri, exp, parent, client = study
+
+    class NoFigures(PageBudget):
+        asked: list = []
+
+        def fits(self, part):
+            self.asked.append(part)
+            return False
+
+    budget = NoFigures()
+    page = build_page("live", uri, budget=budget)
+    full = build_page("live", uri)
+    assert page.skipped == budget.asked == ["curves", "plane"] and set(page.skipped) <= set(OPTIONAL)
+    assert page.sections == full.sections and full.skipped == []
+    assert page.html.count("data-skipped") == 2 and "<img" not in page.html and "<img" in full.html
+    assert set(page.seconds) == {"store", "tables"} and set(full.seconds) == {"store", "tables", "curves", "plane"}
 
 
 def test_a_pickled_report_is_the_drivers_report():
