@@ -15,7 +15,7 @@ study: $(VENV)/.installed
 	$(PY) study/run.py $(SPEC)
 
 test: $(VENV)/.installed browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 # The study page's browser test (tests/analysis/test_report.py) loads the page in headless Chromium; it is skipped,
 # naming chromium, where there is none. As root on Debian/Ubuntu, install it quietly; elsewhere, or if that fails,

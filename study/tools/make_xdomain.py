@@ -60,7 +60,7 @@ def write_images(mnist_raw: Path, out: Path, per_class: int, train_share: float,
     return written
 
 
-def write_sounds(fsdd_recordings: Path, out: Path, train_share: float) -> int:
+def write_sounds(fsdd_recordings: Path, out: Path, train_share: float, per_class: int | None = None) -> int:
     import soundfile
     import torch
     import torchaudio.functional as AF
@@ -69,6 +69,7 @@ def write_sounds(fsdd_recordings: Path, out: Path, train_share: float) -> int:
     for digit in range(10):
         # FSDD's official test split: take index 0-4 ({digit}_{speaker}_{index}.wav)
         clips = sorted(p for p in fsdd_recordings.glob(f"{digit}_*_*.wav") if int(p.stem.rsplit("_", 1)[1]) < 5)
+        clips = clips[:per_class] if per_class else clips
         if not clips:
             raise SystemExit(f"error: {fsdd_recordings}: no test clips of digit {digit} ({digit}_<speaker>_<0-4>.wav)")
         for position, clip in enumerate(clips):
@@ -92,11 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", type=Path, help="folder to write mnist_inverted/ and fsdd_telephone/ into")
     p.add_argument("--mirror", type=Path, default=None, help="data mirror (default: $BMA_DATA_MIRROR or ../shared/data)")
     p.add_argument("--per-class", type=int, default=300, help="MNIST test digits per class (default 300)")
+    p.add_argument("--sounds-per-class", type=int, default=None,
+                   help="FSDD test clips per digit (default: all 30, 6 speakers x 5)")
     p.add_argument("--train-share", type=float, default=0.4, help="share of each class in train/ (default 0.4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the rotation angles")
     args = p.parse_args(argv)
-    if not 0 < args.train_share < 1 or args.per_class < 2:
-        print("error: --train-share: expected a fraction in (0, 1); --per-class: expected >= 2", file=sys.stderr)
+    if not 0 < args.train_share < 1 or args.per_class < 2 or (args.sounds_per_class or 2) < 2:
+        print("error: --train-share: expected a fraction in (0, 1); --per-class, --sounds-per-class: expected >= 2",
+              file=sys.stderr)
         return 2
     mirror = args.mirror or mirror_root()
     mnist_raw, fsdd = (mirror / "MNIST" / "raw", mirror / "fsdd" / "recordings") if mirror else (None, None)
@@ -110,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {target}: already holds files; remove it or choose another folder", file=sys.stderr)
             return 2
     n_img = write_images(mnist_raw, args.out / IMAGE_SET, args.per_class, args.train_share, args.seed)
-    n_snd = write_sounds(fsdd, args.out / SOUND_SET, args.train_share)
+    n_snd = write_sounds(fsdd, args.out / SOUND_SET, args.train_share, args.sounds_per_class)
     print(f"{args.out / IMAGE_SET}: {n_img} images; {args.out / SOUND_SET}: {n_snd} clips")
     return 0
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(not mirror_available(), reason=MIRROR_SKIP)
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory):
     out = tmp_path_factory.mktemp("xdomain")
-    assert X.main([str(out), "--per-class", "5"]) == 0
+    assert X.main([str(out), "--per-class", "5", "--sounds-per-class", "5"]) == 0
     return out
 
 
@@ -26,12 +26,11 @@ def test_layout_split_and_classes(sets):
     images, sounds = sets / X.IMAGE_SET, sets / X.SOUND_SET
     for root in (images, sounds):
         assert sorted(p.name for p in (root / "train").iterdir()) == [str(d) for d in range(10)]
-    # 5 images a class: round(0.4 * 5) = 2 in train/, 3 in test/; FSDD's test split has 30 clips a digit (6 speakers
-    # x index 0-4): 12 and 18
+    # 5 images and 5 clips a class: round(0.4 * 5) = 2 in train/, 3 in test/
     assert {len(list((images / "train" / str(d)).iterdir())) for d in range(10)} == {2}
     assert {len(list((images / "test" / str(d)).iterdir())) for d in range(10)} == {3}
-    assert {len(list((sounds / "train" / str(d)).iterdir())) for d in range(10)} == {12}
-    assert {len(list((sounds / "test" / str(d)).iterdir())) for d in range(10)} == {18}
+    assert {len(list((sounds / "train" / str(d)).iterdir())) for d in range(10)} == {2}
+    assert {len(list((sounds / "test" / str(d)).iterdir())) for d in range(10)} == {3}
     # only FSDD's test clips (index 0-4), never a training one
     assert all(int(p.stem.rsplit("_", 1)[1]) < 5 for p in sounds.rglob("*.wav"))
 
@@ -64,9 +63,9 @@ def test_the_engine_loads_them_as_a_cross_domain_split(sets, tmp_path):
     img = load_images(SourceConfig(source="imagefolder", root=str(sets / X.IMAGE_SET)), "test", str(tmp_path))
     snd = load_sounds(SourceConfig(source="soundfolder", root=str(sets / X.SOUND_SET)), "test", str(tmp_path))
     assert img.classes == snd.classes == tuple(str(d) for d in range(10))
-    assert len(img.labels) == 30 and len(snd.labels) == 180
+    assert len(img.labels) == len(snd.labels) == 30
 
 
 def test_an_existing_set_is_refused(sets, capsys):
-    assert X.main([str(sets), "--per-class", "5"]) == 2
+    assert X.main([str(sets), "--per-class", "5", "--sounds-per-class", "5"]) == 2
     assert "already holds files" in capsys.readouterr().err
