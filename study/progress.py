@@ -143,6 +143,10 @@ class StudyProgress(Callback):
             for t in trials:
                 # after a Ctrl-C, Tune marks the cut-off trials TERMINATED: their status at the signal is the truth
                 status = t.status if self.interrupted is None else self.interrupted.get(t.trial_id, "PENDING")
+                # When Tune's loop itself dies (a worker killed for memory, say), its cleanup marks every trial
+                # TERMINATED too: a trial is done only if its training ended (Tune's last result says done)
+                if status == "TERMINATED" and not (getattr(t, "last_result", None) or {}).get("done"):
+                    status = "RUNNING" if self.status.get(t.trial_id) == "running" else "PENDING"
                 s = {"TERMINATED": "done", "ERROR": "failed", "RUNNING": "running"}.get(status)
                 # Tune calls on_trial_complete before it marks the trial TERMINATED: never step back from an end.
                 if s and self.status.get(t.trial_id) not in ("done", "failed"):

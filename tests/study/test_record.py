@@ -175,8 +175,23 @@ def test_the_validation_loss_needs_evaluation_every_round():
 
 
 class _Trial:
-    def __init__(self, trial_id):
-        self.trial_id, self.status = trial_id, "RUNNING"
+    def __init__(self, trial_id, status="RUNNING", done=False):
+        self.trial_id, self.status, self.last_result = trial_id, status, {"done": True} if done else {}
+
+
+def test_a_study_whose_loop_dies_is_not_shown_as_done():
+    """Tune's cleanup marks every trial TERMINATED when its loop raises (a worker killed for memory): the view
+    counts as done only the trials whose training ended, in this driver or (restored) in an earlier one."""
+    from study.progress import StudyProgress
+
+    view = StudyProgress(total=4, metric="acc/sound_probe_h", live=False)
+    view.on_trial_start(0, [], _Trial("a"))
+    view.on_trial_complete(0, [], _Trial("a"))
+    view.on_trial_start(0, [], _Trial("b"))
+    # at the end: a finished here, r finished before a restore, b was running, c never started
+    end = [_Trial("a", "TERMINATED", done=True), _Trial("r", "TERMINATED", done=True), _Trial("b", "TERMINATED"),
+           _Trial("c", "TERMINATED")]
+    assert view.counts(end) == {"done": 2, "running": 1, "failed": 0, "pending": 1}
 
 
 def test_progress_follows_the_metric_direction():
