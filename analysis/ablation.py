@@ -57,10 +57,14 @@ def arm_switches(runs: pd.DataFrame, baseline: str) -> dict[str, list[str]]:
     """Which TARGETS settings each arm changes from the baseline arm (the collected runs carry every setting that
     differs between cells as a column; one that never differs is no switch)."""
     base = runs[runs["arm"] == baseline]
+
+    def differs(a, b) -> bool:  # unset (None / NaN) on both sides is no change; pandas 3 keeps NaN through astype(str)
+        return not (pd.isna(a) and pd.isna(b)) and str(a) != str(b)
+
     out: dict[str, list[str]] = {}
     for arm, group in runs.groupby("arm"):
         out[arm] = [s for s in TARGETS if s in runs.columns and not base.empty
-                    and group[s].astype(str).iloc[0] != base[s].astype(str).iloc[0]]
+                    and differs(group[s].iloc[0], base[s].iloc[0])]
     return out
 
 

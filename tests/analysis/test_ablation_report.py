@@ -130,3 +130,14 @@ def test_an_arm_whose_trials_all_failed_is_said_not_dropped(failed_arm_store, tm
     assert t1.loc["infomax", "switch"] == "loss.w_infomax"
     assert t1.loc["infomax", "sound k5 moved"] == "n/a (no finished trial)"
     assert "infomax" in (tmp_path / "r" / "vs_baseline.md").read_text()
+
+
+def test_an_unset_setting_is_no_switch():
+    """An arm that sets model.tau_m_final leaves it unset (NaN) in every other arm: unset on both sides is no change
+    (pandas 3 keeps NaN through astype(str), and NaN != NaN made every arm an annealing arm)."""
+    from analysis.ablation import arm_switches
+
+    runs = pd.DataFrame({"arm": ["bma", "anneal", "variance"], "model.tau_m_final": [math.nan, 0.03, math.nan],
+                         "loss.w_variance": [0.0, 0.0, 1.0]})
+    assert arm_switches(runs, "bma") == {"anneal": ["model.tau_m_final"], "bma": [],
+                                         "variance": ["loss.w_variance"]}
