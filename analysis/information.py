@@ -576,7 +576,8 @@ def _association(x: np.ndarray, y: np.ndarray, cells: np.ndarray) -> list[dict]:
         if n_eff > 3 and np.isfinite(rho_w[j]):
             se = math.sqrt(SPEARMAN_Z_VAR / (n_eff - 3))
             z = math.atanh(min(max(float(rho_w[j]), -0.999999), 0.999999))
-            lo_w, hi_w = math.tanh(z - 1.959964 * se), math.tanh(z + 1.959964 * se)
+            half = stats.norm.ppf(0.975) * se
+            lo_w, hi_w = math.tanh(z - half), math.tanh(z + half)
             p_w = float(2 * stats.norm.sf(abs(z) / se))
         elif n_eff <= 3:
             notes[j].append(f"{n} units in {n_cells} cells: too few within cells for a Fisher-z interval")
@@ -587,16 +588,14 @@ def _association(x: np.ndarray, y: np.ndarray, cells: np.ndarray) -> list[dict]:
 
 
 def _fit_predict(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, alpha: float) -> np.ndarray:
-    """Linear (alpha = 0) or ridge fit on standardised columns of xtr (n, k); predictions at xte."""
-    mu, sd = xtr.mean(axis=0), xtr.std(axis=0)
-    keep = sd > 0
-    if not keep.any():
-        return np.full(len(xte), ytr.mean())
-    ztr, zte = (xtr[:, keep] - mu[keep]) / sd[keep], (xte[:, keep] - mu[keep]) / sd[keep]
-    yc = ytr - ytr.mean()
-    beta = np.linalg.solve(ztr.T @ ztr + alpha * np.eye(ztr.shape[1]), ztr.T @ yc) if alpha else \
-        np.linalg.lstsq(ztr, yc, rcond=None)[0]
-    return ytr.mean() + zte @ beta
+    """Linear (alpha = 0) or ridge fit on standardised columns of xtr (n, k) (scikit-learn); predictions at xte.
+    A constant column standardises to 0 and adds nothing, so a fold with no varying column predicts the mean."""
+    from sklearn.linear_model import LinearRegression, Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), Ridge(alpha=alpha) if alpha else LinearRegression())
+    return model.fit(xtr, ytr).predict(xte)
 
 
 def _holdout_scores(y: np.ndarray, pred: np.ndarray, base: np.ndarray) -> dict:

@@ -80,14 +80,30 @@ def silent_server():
 
 @pytest.fixture
 def xdomain_sets_here(tmp_path, monkeypatch) -> Path:
-    """A working folder that holds study/specs/xdomain.yaml's cross-domain sets (``out/xdomain/...``, which
-    study/tools/make_xdomain.py writes where a study runs): the spec checks its roots exist when it is loaded, so a
-    test that loads every shipped spec runs from here. Empty class folders: loading the spec reads no file. The
-    other relative paths of the shipped specs (``study/classmaps/...``) resolve as in the checkout, through a link."""
-    from study.tools.make_xdomain import IMAGE_SET, SOUND_SET
+    """A working folder that holds the cross-domain sets the shipped specs name (``eval.xdomain_*_root``, relative
+    to the folder a study runs in, where study/tools/make_xdomain.py writes them): a spec checks its roots exist
+    when it is loaded, so a test that loads every shipped spec runs from here. Empty class folders: loading a spec
+    reads no file. The specs' other relative paths (``study/classmaps/...``) resolve as in the checkout, through a
+    link."""
+    import yaml
 
-    for name in (IMAGE_SET, SOUND_SET):
-        (tmp_path / "out" / "xdomain" / name / "0").mkdir(parents=True)
-    (tmp_path / "study").symlink_to(Path(__file__).resolve().parents[1] / "study", target_is_directory=True)
+    repo = Path(__file__).resolve().parents[1]
+
+    def roots(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key.startswith("xdomain_") and key.endswith("_root") and isinstance(value, str):
+                    yield value
+                else:
+                    yield from roots(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from roots(value)
+
+    for spec in (repo / "study" / "specs").glob("*.yaml"):
+        for root in roots(yaml.safe_load(spec.read_text())):
+            if not Path(root).is_absolute():  # an absolute root is the user's own folder: never made here
+                (tmp_path / root / "0").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "study").symlink_to(repo / "study", target_is_directory=True)
     monkeypatch.chdir(tmp_path)
     return tmp_path

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from analysis.boost import main, report
+from tests.analysis.student_t import t2_cdf, t2_quantile
 from tests.analysis.tracker_store import write_study
 
 POOLS = (0, 1000, 10_000)
@@ -59,14 +60,6 @@ def tables(store, tmp_path_factory):
     return report("boostlike", store, out), out
 
 
-def _t2(p):  # Student t quantile, df = 2, closed form
-    return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
-
-
-def _F2(t):  # Student t CDF, df = 2, closed form
-    return 0.5 + t / (2 * math.sqrt(2 + t * t))
-
-
 def test_report_recovers_the_known_effects(tables):
     tables, out = tables
     curves = tables["curves"]
@@ -75,7 +68,8 @@ def test_report_recovers_the_known_effects(tables):
     assert len(row) == 1 and row["n_seeds"].item() == 3
     assert row["mean"].item() == pytest.approx(accuracy("bma", 50, 10_000, 1) + 0.1)
     # seeds 0,1,2 add 0, .01, .02: sd 0.01, t(0.975, 2) = 4.303 -> half-width 4.303 * 0.01 / sqrt(3)
-    assert row["ci95_high"].item() - row["mean"].item() == pytest.approx(_t2(0.975) * 0.01 / np.sqrt(3), rel=1e-9)
+    assert row["ci95_high"].item() - row["mean"].item() == pytest.approx(t2_quantile(0.975) * 0.01 / np.sqrt(3),
+                                                                         rel=1e-9)
 
     tests = tables["tests"]
     boost = tests[(tests["test"] == "pool 10000 - pool 0") & (tests["metric"] == "acc/sound_probe_h/k5")
@@ -107,12 +101,12 @@ def test_verdicts_against_the_spec_sesoi_by_hand(tables):
     # bma: differences 0.2 + 0.003 x (-1, 0, 1) x (3 - 1) = 0.2 + 0.006 x (-1, 0, 1): sd 0.006 -> a gain
     se = 0.006 / math.sqrt(3)
     assert boost.loc["bma", "verdict"] == "gain" and boost.loc["bma", "sesoi"] == 0.02
-    assert boost.loc["bma", "ci95_low"] == pytest.approx(0.2 - _t2(0.975) * se, rel=1e-9)
+    assert boost.loc["bma", "ci95_low"] == pytest.approx(0.2 - t2_quantile(0.975) * se, rel=1e-9)
     # unimodal: mean 0, sd 0.006; 90 % CI +-2.92 x 0.00346 = +-0.0101 inside +-0.02: equivalent;
     # TOST p = F2(-0.02 / se) (both one-sided p equal at mean 0)
     uni = boost.loc["unimodal"]
-    assert uni["verdict"] == "equivalent" and uni["p_tost"] == pytest.approx(_F2(-0.02 / se), rel=1e-9)
-    assert uni["ci90_high"] == pytest.approx(_t2(0.95) * se, rel=1e-9)
+    assert uni["verdict"] == "equivalent" and uni["p_tost"] == pytest.approx(t2_cdf(-0.02 / se), rel=1e-9)
+    assert uni["ci90_high"] == pytest.approx(t2_quantile(0.95) * se, rel=1e-9)
     # the image probe's own delta: the longer glob acc/image_probe_h/* wins
     assert set(tests[tests["metric"] == "acc/image_probe_h/k5"]["sesoi"].dropna()) <= {0.05, 0.05 / math.log10(10_001)}
 

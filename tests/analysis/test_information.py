@@ -13,6 +13,7 @@ import pytest
 
 from analysis.information import axis_scale, level, main, report, stale_trials
 from bma import record as R
+from tests.analysis.student_t import t2_quantile
 from tests.analysis.tracker_store import write_study
 
 SLOTS = (16, 64, 256)  # the one swept axis besides the variant: 2 memory variants x 3 = 6 cells
@@ -75,10 +76,6 @@ def tables(store, tmp_path_factory):
     return report("infolike", store, out), out
 
 
-def _t2(p):  # Student t quantile, df = 2, closed form
-    return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
-
-
 def _cell(frame, **where):
     keys = {"variant": "model.variant", "slots": "model.memory_slots"}
     sel = np.ones(len(frame), dtype=bool)
@@ -121,7 +118,7 @@ def test_table1_mean_interval_estimator_and_sample_size(tables):
     row = row[row["metric"] == SLOPED].iloc[0]
     # seeds add 0.04 x (-1, 0, 1): sd 0.04, half-width t(0.975, 2) x 0.04 / sqrt(3)
     assert row["mean"] == pytest.approx(1 + 0.5 * math.log10(64))
-    assert row["ci95_high"] - row["mean"] == pytest.approx(_t2(0.975) * 0.04 / math.sqrt(3), rel=1e-9)
+    assert row["ci95_high"] - row["mean"] == pytest.approx(t2_quantile(0.975) * 0.04 / math.sqrt(3), rel=1e-9)
     assert (row["n_seeds"], row["estimator"], row["quantity"], row["n_samples"]) == (3, "exact", "H_Wv", "300")
     assert row["table1_row"] == R.INFO_QUANTITIES["H_Wv"]
     two = _cell(t1, variant="paired_only", slots=64)

@@ -204,21 +204,21 @@ def _fake_page(clock: FakeClock, cost, calls: list):
         n = calls[-1]["trials"] if calls else 0
         call = {"start": clock(), "trials": n, "skipped": [], "seconds": {}, "cut": False}
         calls[-1] = call
-        t0 = clock()
-        for _ in range(40 * n):
+
+        def check():  # where the real page checks its deadline: before each history read, before the tables
             try:
                 budget.check()
             except OutOfTime:
                 call["cut"] = True
                 raise
+
+        t0 = clock()
+        for _ in range(40 * n):
+            check()
             clock.advance(cost("read", n))
         call["seconds"]["store"] = clock() - t0
         budget.took("store", clock() - t0)
-        try:
-            budget.check()
-        except OutOfTime:
-            call["cut"] = True
-            raise
+        check()
         clock.advance(cost("tables", n))
         call["seconds"]["tables"] = cost("tables", n)
         budget.took("tables", cost("tables", n))
